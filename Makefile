@@ -1,0 +1,43 @@
+# Two entry points (see README):
+#   make study   install everything, then run the full study (dvc repro)
+#   make test    install everything, then run the test suite
+# Both are safe to run twice: installation is skipped while it is up to date.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The versions on the lab machines' disk (pip finds them there without a download).
+TORCH  := torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+
+.PHONY: install study test smoke bench clean-venv
+
+install: $(STAMP) dataset
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package, where apt-get exists (the fetch stage
+# falls back to the official mirrors elsewhere).
+dataset:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist; \
+	else echo "no apt-get: the fetch stage will download Fashion-MNIST"; fi
+
+study: install
+	$(BIN)/dvc repro
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

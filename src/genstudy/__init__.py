@@ -1,0 +1,1 @@
+"""genstudy: why do neural networks generalize? The library behind the DVC study."""

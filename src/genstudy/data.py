@@ -1,0 +1,217 @@
+"""Data sets: the registry, verified fetching, and loading into tensors.
+
+Every file of a data set is known by the SHA-256 of its *decompressed* IDX
+content, so a file is accepted whatever gzip produced it (Debian's package
+recompresses Fashion-MNIST; the mirrors' gz files differ byte for byte).
+
+Layout under ``root`` (default ``data/raw``) is torchvision's own,
+``<root>/<ClassName>/raw/<file>``, so loading goes through
+``torchvision.datasets.FashionMNIST`` / ``MNIST`` unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision.datasets as tvd
+
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    torchvision_class: type  # a torchvision.datasets.MNIST subclass: knows mirrors and the loader
+    sha256: dict[str, str]   # decompressed file name -> SHA-256 of its content
+    local_dir: str | None    # where a system package puts the files, if any
+    classes: tuple[str, ...]
+
+    @property
+    def folder(self) -> str:
+        return self.torchvision_class.__name__
+
+
+REGISTRY: dict[str, DatasetSpec] = {
+    "fashion_mnist": DatasetSpec(
+        name="fashion_mnist",
+        torchvision_class=tvd.FashionMNIST,
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        local_dir="/usr/share/datasets/fashion-mnist",  # Debian: dataset-fashion-mnist
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    ),
+    "mnist": DatasetSpec(
+        name="mnist",
+        torchvision_class=tvd.MNIST,
+        sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        local_dir=None,
+        classes=tuple(str(d) for d in range(10)),
+    ),
+}
+
+
+class DataError(RuntimeError):
+    """A data set file is missing, corrupt, or could not be obtained."""
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _decompress_into(src: Path, dst: Path) -> None:
+    """Copy ``src`` (``.gz`` or plain) to ``dst`` decompressed."""
+    opener = gzip.open if src.suffix == ".gz" else open
+    try:
+        with opener(src, "rb") as fin, open(dst, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    except (OSError, EOFError) as e:  # truncated or not a gzip file
+        raise DataError(f"{src}: cannot be read ({e})") from e
+
+
+def _find_local(directory: Path, name: str) -> Path | None:
+    for candidate in (directory / f"{name}.gz", directory / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _verify(path: Path, name: str, expected: str, origin: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise DataError(
+            f"{name} (from {origin}) is corrupt or altered: "
+            f"expected SHA-256 {expected}, got {actual}")
+
+
+def _stage_from_local(spec: DatasetSpec, local: Path, staging: Path) -> None:
+    for name, expected in spec.sha256.items():
+        src = _find_local(local, name)
+        _decompress_into(src, staging / name)
+        _verify(staging / name, name, expected, str(src))
+
+
+def _stage_from_mirrors(spec: DatasetSpec, staging: Path) -> None:
+    """Download through torchvision's own downloader (mirrors and md5 of the .gz files)."""
+    with tempfile.TemporaryDirectory(dir=staging) as tmp:
+        try:
+            spec.torchvision_class(root=tmp, train=True, download=True)
+        except Exception as e:  # torchvision raises RuntimeError/URLError/OSError variously
+            raise DataError(f"download failed: {e}") from e
+        got = Path(tmp) / spec.folder / "raw"
+        for name, expected in spec.sha256.items():
+            _verify(got / name, name, expected, "the mirrors")
+            (got / name).replace(staging / name)
+
+
+def fetch(dataset: str, root: Path, local_dir: str | None = None) -> Path:
+    """Make ``<root>/<ClassName>/raw`` hold the verified, decompressed IDX files.
+
+    Sources, in order: ``local_dir`` (default: the registry's system package
+    directory) when it holds all four files, then the official mirrors. Files
+    are assembled and verified in a staging directory and moved into place
+    only when all four are good, so a failure never leaves a partial data set
+    where a later stage would read it.
+    """
+    spec = get_spec(dataset)
+    target = Path(root) / spec.folder / "raw"
+    if target.is_dir() and all(
+            (target / n).is_file() and sha256_of(target / n) == h for n, h in spec.sha256.items()):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    local = Path(local_dir or spec.local_dir or "")
+    tried = []
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    staging.chmod(0o755)
+    try:
+        if (local_dir or spec.local_dir) and all(_find_local(local, n) for n in spec.sha256):
+            _stage_from_local(spec, local, staging)
+        else:
+            tried.append(f"local directory {local}: " +
+                         ("missing" if not local.is_dir() else "does not hold all four files"))
+            try:
+                _stage_from_mirrors(spec, staging)
+            except DataError as e:
+                mirrors = ", ".join(spec.torchvision_class.mirrors)
+                tried.append(f"mirrors {mirrors}: {e}")
+                raise DataError(
+                    f"cannot obtain {dataset}. Tried:\n  - " + "\n  - ".join(tried) +
+                    f"\nProvide the four files {', '.join(f + '.gz' for f in FILES)} in a directory "
+                    f"and set fetch.local_dirs.{dataset} to it in params.yaml.") from None
+        if target.exists():
+            shutil.rmtree(target)
+        staging.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def get_spec(dataset: str) -> DatasetSpec:
+    try:
+        return REGISTRY[dataset]
+    except KeyError:
+        raise DataError(f"unknown data set {dataset!r}; known: {', '.join(REGISTRY)}") from None
+
+
+@dataclass
+class Tensors:
+    """A data set held as two tensors: inputs ``x`` (N, 1, 28, 28) float and labels ``y`` (N,) long."""
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device) -> "Tensors":
+        return Tensors(self.x.to(device), self.y.to(device))
+
+    def head(self, n: int | None) -> "Tensors":
+        """The first ``n`` examples (all when ``n`` is None), as the notebooks slice ``x[:n]``."""
+        return self if n is None else Tensors(self.x[:n], self.y[:n])
+
+    def take(self, index: torch.Tensor) -> "Tensors":
+        return Tensors(self.x[index], self.y[index])
+
+
+def load(dataset: str, root: Path = Path("data/raw")) -> tuple[Tensors, Tensors]:
+    """The train and test sets as float tensors scaled to [0, 1]."""
+    spec = get_spec(dataset)
+    raw = Path(root) / spec.folder / "raw"
+    missing = [n for n in spec.sha256 if not (raw / n).is_file()]
+    if missing:
+        raise DataError(f"{dataset} is not fetched ({raw} lacks {', '.join(missing)}): "
+                        f"add it to fetch.datasets in params.yaml and run `dvc repro fetch`")
+    out = []
+    for train in (True, False):
+        ds = spec.torchvision_class(root=str(root), train=train, download=False)
+        x = ds.data.to(torch.float32).div_(255.0).unsqueeze(1)
+        out.append(Tensors(x, ds.targets.to(torch.long)))
+    return out[0], out[1]
+
+
+def split(data: Tensors, fraction: float, seed: int) -> tuple[Tensors, Tensors]:
+    """A seeded random split into (first, second) with ``fraction`` of the examples in the second."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(data), generator=g)
+    n_second = int(round(len(data) * fraction))
+    return data.take(perm[n_second:]), data.take(perm[:n_second])

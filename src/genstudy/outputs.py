@@ -1,0 +1,89 @@
+"""Writing a stage's outputs: atomically, and in the shapes DVC reads.
+
+Every file is written under a temporary name in its own directory and then
+renamed, so an interrupted stage never leaves a half-written output that
+looks valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import torch
+from dvclive import Live
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
+
+
+def write_table(path: Path | str, df: pd.DataFrame) -> None:
+    """A tidy table as CSV (what ``dvc plots`` and pandas both read)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def save_model(path: Path | str, model: torch.nn.Module, **meta) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), **meta}, tmp)
+
+
+def save_figure(path: Path | str, fig) -> None:
+    import matplotlib.pyplot as plt
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def mean_std(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
+    """Mean, sample std (0 for one seed) and n of ``columns`` over the rows of each group."""
+    g = df.groupby(by, sort=False)[columns]
+    out = g.mean().add_suffix("_mean").join(g.std(ddof=1).fillna(0.0).add_suffix("_std"))
+    out["n"] = g.size()
+    return out.reset_index()
+
+
+def summary_dict(df: pd.DataFrame, key: str, columns: list[str]) -> dict:
+    """``{group: {column: {mean, std, n}}}`` for a metrics JSON file."""
+    out = {}
+    for _, row in mean_std(df, [key], columns).iterrows():
+        out[str(row[key])] = {c: {"mean": row[f"{c}_mean"], "std": row[f"{c}_std"], "n": int(row["n"])}
+                              for c in columns}
+    return out
+
+
+def open_live(directory: Path | str) -> Live:
+    """A DVCLive logger for a stage: it writes files only; the stage's outputs are declared in dvc.yaml."""
+    return Live(str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+def live_callback(live: Live, run: str):
+    """Log each epoch's metrics as ``<run>/<metric>`` curves, x = epoch."""
+    def callback(epoch: int, metrics: dict[str, float]) -> None:
+        live.step = epoch
+        for k, v in metrics.items():
+            if k != "epoch":
+                live.log_metric(f"{run}/{k}", v)
+    return callback

@@ -1,0 +1,170 @@
+"""The one training loop every experiment uses.
+
+The data set lives on the device as two tensors; an epoch is a seeded
+permutation of indices sliced into batches (the last one may be short, as
+Keras' ``fit`` does). No DataLoader, no per-sample Python work, no host sync
+per batch: the epoch's loss and accuracy are summed on the device and read once.
+
+What to minimise is an *objective* ``(model, x, y) -> (loss, logits)``; the
+default is the named loss on the model's logits, experiments plug in others
+(the gradient loss, weight penalties). *Constraints* run after every
+optimizer step (max-norm). *Callbacks* get each epoch's metrics (DVCLive).
+
+A run whose loss turns NaN or inf is stopped and reported as diverged with
+its epoch; :func:`fit` never raises for it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import Tensors
+
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+LOSSES = ("ce", "bce", "mse_softmax")
+
+
+def loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Mean loss of ``logits`` against integer labels ``y``.
+
+    ce: categorical cross-entropy on softmax; bce: binary cross-entropy on
+    the sigmoid of a single logit; mse_softmax: mean squared error between
+    the one-hot label and the softmax output (as Keras' MSE on a softmax).
+    """
+    if name == "ce":
+        return F.cross_entropy
+    if name == "bce":
+        return lambda logits, y: F.binary_cross_entropy_with_logits(logits.squeeze(-1), y.float())
+    if name == "mse_softmax":
+        return lambda logits, y: F.mse_loss(
+            logits.softmax(-1), F.one_hot(y, logits.shape[-1]).to(logits.dtype))
+    raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+
+
+def predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Class predictions: argmax, or the sign of a single (binary) logit."""
+    return (logits.squeeze(-1) > 0).long() if logits.shape[-1] == 1 else logits.argmax(-1)
+
+
+def objective_from_loss(name: str) -> Objective:
+    lf = loss_fn(name)
+
+    def objective(model, x, y):
+        logits = model(x)
+        return lf(logits, y), logits
+    return objective
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float,
+                   momentum: float = 0.0) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "nadam":
+        return torch.optim.NAdam(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; known: sgd, adam, nadam")
+
+
+class Callback(Protocol):
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+
+@dataclass
+class RunResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # one dict per finished epoch
+    diverged: bool = False
+    diverged_epoch: int | None = None  # 1-based epoch whose loss was not finite
+    wall_time: float = 0.0
+    epoch_times: list[float] = field(default_factory=list)  # training time per epoch (no eval)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Tensors, loss: str = "ce",
+             batch_size: int = 4096) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` on ``data`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    lf = loss_fn(loss)
+    total_loss = torch.zeros((), device=data.x.device)
+    correct = torch.zeros((), device=data.x.device, dtype=torch.long)
+    for i in range(0, len(data), batch_size):
+        xb, yb = data.x[i:i + batch_size], data.y[i:i + batch_size]
+        logits = model(xb)
+        total_loss += lf(logits, yb) * len(yb)
+        correct += (predictions(logits) == yb).sum()
+    model.train(was_training)
+    n = max(len(data), 1)
+    return total_loss.item() / n, correct.item() / n
+
+
+def fit(model: nn.Module, train: Tensors, *, epochs: int, batch_size: int,
+        optimizer: torch.optim.Optimizer, seed: int, loss: str = "ce",
+        objective: Objective | None = None, eval_sets: dict[str, Tensors] | None = None,
+        constraints: Iterable[Callable[[nn.Module], None]] = (),
+        callbacks: Iterable[Callback] = (), desc: str | None = None,
+        progress: bool = True) -> RunResult:
+    """Train ``model`` in place on ``train`` (already on the model's device).
+
+    Per epoch it records ``train_loss``/``train_acc`` (running means over the
+    epoch's batches, as Keras reports them) and ``<name>_loss``/``<name>_acc``
+    for every evaluation set, plus ``epoch`` and ``time``. The batch order is
+    drawn from ``seed``; dropout draws from torch's global generator, which
+    ``fit`` seeds from ``seed`` too, so a run is repeatable bit for bit.
+    """
+    objective = objective or objective_from_loss(loss)
+    eval_sets = eval_sets or {}
+    constraints, callbacks = list(constraints), list(callbacks)
+    device = train.x.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    torch.manual_seed(seed)
+    n = len(train)
+    result = RunResult()
+    start = time.perf_counter()
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, unit="ep")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen, device=device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            xb, yb = train.x[idx], train.y[idx]
+            batch_loss, logits = objective(model, xb, yb)
+            optimizer.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            optimizer.step()
+            for c in constraints:
+                c(model)
+            loss_sum += batch_loss.detach() * len(idx)
+            correct += (predictions(logits.detach()) == yb).sum()
+        train_loss = loss_sum.item() / n
+        result.epoch_times.append(time.perf_counter() - t0)
+        if not math.isfinite(train_loss):
+            result.diverged, result.diverged_epoch = True, epoch
+            break
+        metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / n}
+        for name, data in eval_sets.items():
+            metrics[f"{name}_loss"], metrics[f"{name}_acc"] = evaluate(model, data, loss)
+        metrics["time"] = result.epoch_times[-1]
+        result.history.append(metrics)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k.endswith("acc")})
+        for cb in callbacks:
+            cb(epoch, metrics)
+    bar.close()
+    result.wall_time = time.perf_counter() - start
+    return result
