@@ -45,16 +45,15 @@ def write_table(path: Path | str, df: pd.DataFrame) -> None:
         df.to_csv(tmp, index=False)
 
 
-def save_model(path: Path | str, model: torch.nn.Module, **meta) -> None:
+def save_model(path: Path | str, module: torch.nn.Module, **meta) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": model.state_dict(), **meta}, tmp)
+        torch.save({"state_dict": module.state_dict(), **meta}, tmp)
 
 
 def save_figure(path: Path | str, fig) -> None:
-    import matplotlib.pyplot as plt
+    """``fig`` as PNG/SVG (by the suffix of ``path``); the figure stays open."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 def mean_std(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
