@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -65,14 +65,29 @@ def _suggest(word: str, choices) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _model_at(schema: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The (nested) model class that holds the key at ``loc``."""
+    cls = schema
+    for part in loc[:-1]:
+        field = cls.model_fields.get(str(part))
+        if field is None:
+            break
+        candidates = [t for t in (field.annotation, *get_args(field.annotation))
+                      if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not candidates:
+            break
+        cls = candidates[0]
+    return cls
+
+
 def _describe(errors: list[dict], stage: str, schema: type[Section]) -> str:
     lines = []
     for e in errors:
         key = ".".join(str(p) for p in (stage, *e["loc"]))
         if e["type"] == "extra_forbidden":
-            allowed = ", ".join(schema.model_fields)
-            lines.append(f"{key}: unknown key (allowed: {allowed})"
-                         f"{_suggest(str(e['loc'][-1]), schema.model_fields)}")
+            fields = _model_at(schema, e["loc"]).model_fields
+            lines.append(f"{key}: unknown key (allowed: {', '.join(fields)})"
+                         f"{_suggest(str(e['loc'][-1]), fields)}")
         elif e["type"] == "missing":
             lines.append(f"{key}: required key is missing")
         else:
