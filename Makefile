@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: install study test smoke bench clean-venv
+.PHONY: install dataset study test bench clean-venv
 
 install: $(STAMP) dataset
 
@@ -31,7 +31,7 @@ dataset:
 	else echo "no apt-get: the fetch stage will download Fashion-MNIST"; fi
 
 study: install
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: install
 	$(BIN)/python -m pytest
