@@ -33,6 +33,15 @@ def _two_branch_model() -> nn.Sequential:
     return nn.Sequential(OrderedDict([("informative", informative), ("noise", noise)]))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids oversubscription on a shared machine (~40x faster here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 POINTS = {"input": "", "informative": "informative", "noise": "noise"}
 CFG = ProbeConfig(epochs=40, patience=5, batch_size=128, lr=0.05)
 
@@ -128,3 +137,12 @@ def test_deep_skip_mlp_shapes_and_points():
     acts = Activations(m, points, torch.rand(3, 1, 28, 28), 3)
     assert acts.order == ["input"] + [f"layer{i}" for i in range(1, 7)]
     assert all(acts.features[f"layer{i}"] == 8 for i in range(1, 7))
+
+
+def test_steps_per_epoch_lands_on_every_snapshot():
+    from genstudy.probes import steps_per_epoch
+    k = steps_per_epoch([0, 500, 2000], 512, 60000)
+    assert k == 100  # 51,200 images; 500 and 2000 steps are 5 and 20 epochs
+    assert steps_per_epoch([0, 4], 64, 500) == 4
+    assert steps_per_epoch([0, 7], 64, 500) == 7
+    assert steps_per_epoch([0, 14], 64, 500) == 7  # 14 batches do not fit, 7 do

@@ -218,3 +218,17 @@ def train_probes(model: nn.Module, points: dict[str, str], train: Tensors, test:
              "epochs": epochs[p], "best_epoch": best[p][1], "diverged": diverged[p],
              "cached": p in acts.cached, "wall_time": wall}
             for k, p in enumerate(order)]
+
+
+def steps_per_epoch(snapshot_steps: list[int], batch_size: int, n_available: int) -> int:
+    """Minibatches per epoch such that every snapshot falls on an epoch's end.
+
+    The largest divisor of the snapshot steps' gcd whose epoch (that many full
+    batches) fits in ``n_available`` examples; train on the first
+    ``steps * batch_size`` examples and snapshot ``s`` is after ``s / steps`` epochs.
+    """
+    g = math.gcd(*[s for s in snapshot_steps if s > 0]) if any(s > 0 for s in snapshot_steps) else 1
+    fits = [d for d in range(1, g + 1) if g % d == 0 and d * batch_size <= n_available]
+    if not fits:
+        raise ValueError(f"not even one batch of {batch_size} fits in {n_available} examples")
+    return max(fits)
