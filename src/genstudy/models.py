@@ -69,3 +69,65 @@ def seeded(seed: int, build, *args, **kwargs) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build(*args, **kwargs)
+
+
+# --- E7: linear classifier probes (Alain & Bengio 2016) -------------------------------
+
+def convnet_e7() -> nn.Sequential:
+    """Figure 5's convnet (TensorFlow's MNIST example): Conv 32 5x5 same, ReLU, MaxPool 2,
+    Conv 64 5x5 same, ReLU, MaxPool 2, Dense 512 ReLU, Dense 10 (logits)."""
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 32, 5, padding=2)), ("act1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(32, 64, 5, padding=2)), ("act2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(64 * 7 * 7, 512)), ("act3", nn.ReLU()),
+        ("fc2", nn.Linear(512, 10)),
+    ]))
+
+
+# Probe point -> the module whose output it reads ("" is the model's input), in forward order.
+CONVNET_E7_POINTS = {
+    "input": "", "conv1_pre": "conv1", "conv1_post": "act1", "conv1_pool": "pool1",
+    "conv2_pre": "conv2", "conv2_post": "act2", "conv2_pool": "pool2",
+    "fc1_pre": "fc1", "fc1_post": "act3", "logits": "fc2",
+}
+
+
+class DeepSkipMLP(nn.Module):
+    """Figure 8's "pathologically deep" MLP: ``depth`` dense layers of ``width`` units with
+    leaky ReLU, the flattened input concatenated to the input of layer ``skip_layer``
+    (1-based; 0 or > depth: no skip), then Dense 10 (logits).
+
+    Layer ``i`` is the module ``layer{i}`` (Linear then LeakyReLU), so a probe "after layer i"
+    reads that module's output. ``init``: one of :data:`INITS` (biases zero). Keras' default,
+    glorot_uniform (the notebook's), halves the signal's power at every layer (2^-64 by layer
+    64), and SGD then barely moves the model; he_normal keeps the power through the layers.
+    """
+
+    def __init__(self, depth: int = 128, width: int = 128, skip_layer: int = 64,
+                 in_features: int = 784, classes: int = 10, negative_slope: float = 0.01,
+                 init: str = "he_normal"):
+        super().__init__()
+        self.skip_layer = skip_layer
+        self.flatten = nn.Flatten()
+        layers = []
+        for i in range(1, depth + 1):
+            fan_in = (in_features if i == 1 else width) + (in_features if i == skip_layer > 1 else 0)
+            layers.append((f"layer{i}", nn.Sequential(OrderedDict([
+                ("fc", nn.Linear(fan_in, width)), ("act", nn.LeakyReLU(negative_slope))]))))
+        self.layers = nn.Sequential(OrderedDict(layers))
+        self.logits = nn.Linear(width, classes)
+        init_weights(self, init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = r = self.flatten(x)
+        for i, layer in enumerate(self.layers, start=1):
+            if i == self.skip_layer and i > 1:
+                x = torch.cat([x, r], dim=1)
+            x = layer(x)
+        return self.logits(x)
+
+
+def deep_mlp_points(depth: int) -> dict[str, str]:
+    """Figure 8's probe points: the input, then after every layer."""
+    return {"input": "", **{f"layer{i}": f"layers.layer{i}" for i in range(1, depth + 1)}}

@@ -168,3 +168,11 @@ def fit(model: nn.Module, train: Tensors, *, epochs: int, batch_size: int,
     bar.close()
     result.wall_time = time.perf_counter() - start
     return result
+
+
+def lr_decay(optimizer: torch.optim.Optimizer, factor: float) -> Callback:
+    """A :func:`fit` callback that multiplies every learning rate by ``factor`` after each epoch."""
+    def callback(epoch: int, metrics: dict[str, float]) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] *= factor
+    return callback

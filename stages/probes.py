@@ -1,0 +1,222 @@
+"""probes: E7, linear classifier probes (Alain & Bengio 2016, figures 5 and 8).
+
+Figure 5: the convnet's ten probe points, probed at random init and after
+training, over the configured seeds. Figure 8: the deep skip MLP, probed after
+every layer at each snapshot step. All probes of one snapshot train at once
+(genstudy.probes). Writes the probe tables (DVC plots), per-model results,
+headline metrics, the two figures, training curves and the models.
+"""
+
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from pydantic import Field, field_validator
+
+from genstudy import data, figures, models, outputs, params
+from genstudy.cli import run_stage
+from genstudy.probes import ProbeConfig, steps_per_epoch, train_probes
+from genstudy.training import evaluate, fit, lr_decay, make_optimizer
+
+Decay = Annotated[float, Field(gt=0, le=1)]
+
+
+class ProbeParams(params.Section):
+    train_size: params.PositiveInt | None  # first N train images for the probes (val split inside)
+    test_size: params.PositiveInt | None   # first N test images for the probes' test error
+    val_fraction: params.Fraction
+    epochs: params.PositiveInt             # most epochs per probe
+    patience: params.PositiveInt           # per-probe early stopping on validation loss
+    batch_size: params.PositiveInt
+    lr: params.PositiveFloat               # Adam
+    cache_mb: Annotated[float, Field(ge=0)]  # activations held in memory (MiB), deepest points first
+
+
+class ConvnetParams(params.Training):
+    train_size: params.PositiveInt | None
+    lr_decay: Decay                        # lr multiplied by this after every epoch
+
+
+class DeepMLPParams(params.Section):
+    seeds: params.Seeds
+    depth: params.PositiveInt
+    width: params.PositiveInt
+    skip_layer: Annotated[int, Field(ge=0)]  # layer whose input gets the flattened image (0: none)
+    negative_slope: Annotated[float, Field(ge=0, lt=1)]
+    init: Literal[models.INITS]  # type: ignore[valid-type]
+    snapshot_steps: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    batch_size: params.PositiveInt
+    optimizer: params.Optimizer
+    lr: params.PositiveFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    lr_decay: Decay
+
+    @field_validator("snapshot_steps")
+    @classmethod
+    def _increasing(cls, v):
+        if sorted(set(v)) != v:
+            raise ValueError("must be strictly increasing")
+        return v
+
+
+class ProbesParams(params.Experiment):
+    probe: ProbeParams
+    convnet: ConvnetParams
+    deep_mlp: DeepMLPParams
+
+
+OUT = Path("reports/probes")
+MODELS = Path("models/probes")
+
+
+def probe_config(p: ProbeParams) -> ProbeConfig:
+    return ProbeConfig(epochs=p.epochs, patience=p.patience, batch_size=p.batch_size, lr=p.lr,
+                       val_fraction=p.val_fraction, cache_bytes=int(p.cache_mb * 2**20))
+
+
+def figure5(p: ProbesParams, train_all, probe_train, test, device, live):
+    cfg, c = probe_config(p.probe), p.convnet
+    train = train_all.head(c.train_size).to(device)
+    rows, runs = [], []
+    for seed in p.seeds:
+        model = models.seeded(seed, models.convnet_e7).to(device)
+        for snapshot in ("untrained", "trained"):
+            res = None
+            if snapshot == "trained":
+                opt = make_optimizer(model.parameters(), c.optimizer, c.lr, c.momentum)
+                res = fit(model, train, epochs=c.epochs, batch_size=c.batch_size, optimizer=opt,
+                          seed=seed, eval_sets={"test": test}, desc=f"convnet_s{seed}",
+                          callbacks=[lr_decay(opt, c.lr_decay),
+                                     outputs.live_callback(live, f"convnet_s{seed}")])
+                outputs.save_model(MODELS / f"convnet_s{seed}.pt", model, seed=seed,
+                                   params=c.model_dump())
+            t0 = time.perf_counter()
+            probe_rows = train_probes(model, models.CONVNET_E7_POINTS, probe_train, test, cfg, seed,
+                                      desc=f"probes convnet_s{seed} {snapshot}")
+            rows += [{"seed": seed, "snapshot": snapshot, **r} for r in probe_rows]
+            loss, acc = evaluate(model, test)
+            runs.append({"figure": "fig5", "model": "convnet", "seed": seed, "snapshot": snapshot,
+                         "steps": len(res.history) * -(-len(train) // c.batch_size) if res else 0,
+                         "model_test_acc": acc, "model_test_loss": loss,
+                         "diverged": bool(res and res.diverged),
+                         "train_time": res.wall_time if res else 0.0,
+                         "probe_time": time.perf_counter() - t0,
+                         "mean_probe_test_error": sum(r["test_error"] for r in probe_rows) / len(probe_rows)})
+            print(f"probes fig5 s{seed} {snapshot}: model test_acc={acc:.4f}; probe test error "
+                  + " ".join(f"{r['point']}={r['test_error']:.3f}" for r in probe_rows))
+    return pd.DataFrame(rows), runs
+
+
+def figure8(p: ProbesParams, train_all, probe_train, test, device, live):
+    cfg, d = probe_config(p.probe), p.deep_mlp
+    k = steps_per_epoch(d.snapshot_steps, d.batch_size, len(train_all))
+    train = train_all.head(k * d.batch_size).to(device)  # every epoch is exactly k minibatches
+    points = models.deep_mlp_points(d.depth)
+    rows, runs = [], []
+    for seed in d.seeds:
+        model = models.seeded(seed, models.DeepSkipMLP, depth=d.depth, width=d.width,
+                              skip_layer=d.skip_layer, negative_slope=d.negative_slope,
+                              init=d.init).to(device)
+        opt = make_optimizer(model.parameters(), d.optimizer, d.lr, d.momentum)
+        decay = lr_decay(opt, d.lr_decay)
+        done, diverged, train_time = 0, False, 0.0
+        for steps in d.snapshot_steps:
+            if steps > done and not diverged:
+                res = fit(model, train, epochs=(steps - done) // k, batch_size=d.batch_size,
+                          optimizer=opt, seed=seed * 100_003 + done, desc=f"deep_mlp_s{seed}",
+                          callbacks=[decay, outputs.live_callback(live, f"deep_mlp_s{seed}")])
+                diverged, train_time = res.diverged, train_time + res.wall_time
+                done = steps
+            outputs.save_model(MODELS / f"deep_mlp_s{seed}_step{steps}.pt", model, seed=seed,
+                               steps=steps, params=d.model_dump())
+            t0 = time.perf_counter()
+            probe_rows = train_probes(model, points, probe_train, test, cfg, seed,
+                                      desc=f"probes deep_mlp_s{seed} step {steps}")
+            rows += [{"seed": seed, "snapshot": f"{steps} minibatches", "steps": steps, **r}
+                     for r in probe_rows]
+            loss, acc = evaluate(model, test)
+            runs.append({"figure": "fig8", "model": "deep_mlp", "seed": seed,
+                         "snapshot": f"{steps} minibatches", "steps": done if diverged else steps,
+                         "model_test_acc": acc, "model_test_loss": loss, "diverged": diverged,
+                         "train_time": train_time, "probe_time": time.perf_counter() - t0,
+                         "mean_probe_test_error": sum(r["test_error"] for r in probe_rows) / len(probe_rows)})
+            print(f"probes fig8 s{seed} step {steps}: model test_acc={acc:.4f}, probe test error "
+                  f"input={probe_rows[0]['test_error']:.3f} last={probe_rows[-1]['test_error']:.3f}")
+    return pd.DataFrame(rows), runs
+
+
+def plot5(df: pd.DataFrame) -> None:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    sns.lineplot(df, x="point", y="test_error", hue="snapshot", marker="o", errorbar="sd", ax=ax,
+                 sort=False)
+    ax.set(xlabel="probe point (in forward order)", ylabel="probe test error (fraction)",
+           title=f"Figure 5: linear probes on the convnet (mean ± sd over {df.seed.nunique()} seeds)")
+    ax.tick_params(axis="x", rotation=30)
+    figures.save(fig, OUT / "figures", "fig5_convnet_probes")
+
+
+def plot8(df: pd.DataFrame, skip_layer: int) -> None:
+    snaps = list(dict.fromkeys(df.snapshot))
+    fig, axes = plt.subplots(len(snaps), 1, figsize=(10, 2.6 * len(snaps)), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, snap in zip(axes[:, 0], snaps):
+        part = df[df.snapshot == snap]
+        sns.lineplot(part, x="depth", y="test_error", errorbar="sd", ax=ax, marker=".")
+        ax.axhline(0.9, ls=":", c="gray", label="chance (10 classes)")
+        if skip_layer:
+            ax.axvline(skip_layer, ls="--", c="C3", label=f"input joins layer {skip_layer}")
+        ax.set(ylabel="probe test error", title=f"after {snap}", ylim=(0, 1))
+    axes[0, 0].legend(loc="lower left")
+    axes[-1, 0].set_xlabel("probe after layer (0 = input)")
+    fig.suptitle("Figure 8: linear probes on the deep skip MLP", fontweight="bold")
+    figures.save(fig, OUT / "figures", "fig8_deep_mlp_probes")
+
+
+def main() -> None:
+    p = params.load("probes", ProbesParams)
+    device = params.resolve_device(p.device)
+    train_all, test = data.load(p.dataset)
+    probe_train = train_all.head(p.probe.train_size).to(device)
+    test = test.head(p.probe.test_size).to(device)
+    live = outputs.open_live(OUT / "live")
+    figures.setup()
+    t0 = time.perf_counter()
+    fig5, runs5 = figure5(p, train_all, probe_train, test, device, live)
+    t5 = time.perf_counter() - t0
+    fig8, runs8 = figure8(p, train_all, probe_train, test, device, live)
+    t8 = time.perf_counter() - t0 - t5
+    live.end()
+    columns = ["seed", "snapshot", "point", "depth", "features", "test_error", "train_error",
+               "val_error", "test_loss", "epochs", "best_epoch", "diverged", "cached"]
+    outputs.write_table(OUT / "fig5.csv", fig5[columns])
+    outputs.write_table(OUT / "fig8.csv", fig8[["steps"] + columns])
+    runs = pd.DataFrame(runs5 + runs8)
+    outputs.write_table(OUT / "results.csv", runs)
+    fig5["key"] = fig5.snapshot + "/" + fig5.point
+    d = p.deep_mlp
+    before = fig8[(fig8.depth >= 1) & (fig8.depth < d.skip_layer)]
+    after = fig8[fig8.depth >= max(d.skip_layer, 1)]
+    outputs.write_json(OUT / "metrics.json", {
+        "fig5": outputs.summary_dict(fig5, "key", ["test_error", "train_error"]),
+        "fig5_model_test_acc": outputs.summary_dict(runs[runs.figure == "fig5"], "snapshot",
+                                                    ["model_test_acc"]),
+        "fig8": {snap: {"model_test_acc": float(runs[(runs.figure == "fig8") &
+                                                     (runs.snapshot == snap)].model_test_acc.mean()),
+                        "input_test_error": float(g[g.depth == 0].test_error.mean()),
+                        "before_skip_mean_test_error": float(before[before.snapshot == snap].test_error.mean())
+                        if len(before) else None,
+                        "from_skip_mean_test_error": float(after[after.snapshot == snap].test_error.mean()),
+                        "last_layer_test_error": float(g[g.depth == g.depth.max()].test_error.mean())}
+                 for snap, g in fig8.groupby("snapshot", sort=False)},
+        "time_s": {"fig5": t5, "fig8": t8},
+    })
+    plot5(fig5)
+    plot8(fig8, d.skip_layer)
+    print(f"probes: figure 5 took {t5:.0f}s, figure 8 {t8:.0f}s")
+
+
+if __name__ == "__main__":
+    run_stage(main)
