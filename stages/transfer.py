@@ -186,15 +186,18 @@ def plot_arms(df: pd.DataFrame) -> None:
 def plot_curves(curves: pd.DataFrame, frozen_epochs: int) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     b = curves[curves.arm != "model_a"]
-    sns.lineplot(data=b, x="epoch", y="test_acc", hue="arm", errorbar="sd", ax=axes[0])
+    sns.lineplot(data=b, x="epoch", y="test_acc", hue="arm", units="seed", estimator=None,
+                 lw=0.8, alpha=0.35, legend=False, ax=axes[0])
+    sns.lineplot(data=b, x="epoch", y="test_acc", hue="arm", errorbar=None, lw=2.5, ax=axes[0])
     if frozen_epochs:
         axes[0].axvline(frozen_epochs + 0.5, ls="--", color="grey")
         axes[0].text(frozen_epochs + 0.6, axes[0].get_ylim()[0], " unfrozen", color="grey", va="bottom")
-    axes[0].set(xlabel="epoch", ylabel="task-B test accuracy", title="task B (band: ± sd over seeds)")
+    axes[0].set(xlabel="epoch", ylabel="task-B test accuracy", title="task B (thin: one seed each; thick: mean)")
     a = curves[curves.arm == "model_a"].melt(id_vars=["epoch", "seed"], value_vars=["train_acc", "val_acc"],
                                              var_name="curve", value_name="accuracy")
+    a["curve"] = a["curve"].map({"train_acc": "train (running)", "val_acc": "validation"})
     sns.lineplot(data=a, x="epoch", y="accuracy", hue="curve", errorbar="sd", ax=axes[1])
-    axes[1].set(xlabel="epoch", ylabel="task-A accuracy", title="model A on task A")
+    axes[1].set(xlabel="epoch", ylabel="task-A accuracy", title="model A on task A (band: ± sd over seeds)")
     figures.save(fig, OUT / "figures", "learning_curves")
 
 

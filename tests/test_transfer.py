@@ -66,6 +66,7 @@ def test_frozen_phase_keeps_reused_weights_then_second_phase_changes_them():
                         batch_size=16, optimizer="sgd", lr=0.1, seed=0,
                         callbacks=[snapshot], progress=False)
     assert len(results) == 2 and sorted(snapshots) == [1, 2, 3, 4]
+    assert [h["epoch"] for r in results for h in r.history] == [1, 2, 3, 4]
     for epoch in (1, 2):  # frozen: bit for bit unchanged; the head trains
         assert state_equal(reuse_layers(snapshots[epoch], "act3"), reused_before)
     assert not torch.equal(snapshots[2].fc5.weight, head_before)

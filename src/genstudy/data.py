@@ -220,8 +220,8 @@ def split(data: Tensors, fraction: float, seed: int) -> tuple[Tensors, Tensors]:
 def standardize(train: Tensors, *others: Tensors, eps: float = 1e-8) -> list[Tensors]:
     """Per-pixel standardisation with ``train``'s mean and std, applied to ``train`` and ``others``.
 
-    Pixels whose std is (near) zero over ``train`` (Fashion-MNIST has a few
-    always-black corners in a subset) are only centred: their std is taken as 1.
+    A pixel whose std over ``train`` is (near) zero (constant, e.g. an always
+    black corner of a small subset) is only centred: its std is taken as 1.
     """
     mean = train.x.mean(dim=0, keepdim=True)
     std = train.x.std(dim=0, unbiased=False, keepdim=True)  # numpy's std, as the notebook
@@ -236,8 +236,8 @@ def split_tasks(data: Tensors, b_classes: tuple[int, int] = (4, 5),
     first, second = b_classes
     in_b = (data.y == first) | (data.y == second)
     a_classes = [c for c in range(n_classes) if c not in b_classes]
-    remap = torch.full((n_classes,), -1, dtype=torch.long)
-    remap[a_classes] = torch.arange(len(a_classes))
+    remap = torch.full((n_classes,), -1, dtype=torch.long, device=data.y.device)
+    remap[a_classes] = torch.arange(len(a_classes), device=data.y.device)
     a = Tensors(data.x[~in_b], remap[data.y[~in_b]])
     b = Tensors(data.x[in_b], (data.y[in_b] == second).long())
     return a, b

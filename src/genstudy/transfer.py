@@ -91,7 +91,8 @@ def fine_tune(model: nn.Module, reused: list[str], train: Tensors, *, frozen_epo
     """Train ``frozen_epochs`` with the ``reused`` layers frozen, then ``unfrozen_epochs`` with all.
 
     Each phase has its own optimizer over the parameters trainable in it.
-    Callbacks see one epoch count across both phases (1..frozen+unfrozen).
+    Callbacks and the results' histories count epochs across both phases
+    (1..frozen+unfrozen).
     Returns the phases' results (a phase of 0 epochs is skipped; a diverged
     first phase ends the run).
     """
@@ -108,6 +109,8 @@ def fine_tune(model: nn.Module, reused: list[str], train: Tensors, *, frozen_epo
                   seed=phase_seed, loss=loss, eval_sets=eval_sets,
                   callbacks=_shifted(callbacks, offset),
                   desc=f"{desc} ({phase})" if desc else phase, progress=progress)
+        for h in res.history:  # one epoch count across both phases
+            h["epoch"] += offset
         results.append(res)
         if res.diverged:
             break
