@@ -215,3 +215,29 @@ def split(data: Tensors, fraction: float, seed: int) -> tuple[Tensors, Tensors]:
     perm = torch.randperm(len(data), generator=g)
     n_second = int(round(len(data) * fraction))
     return data.take(perm[n_second:]), data.take(perm[:n_second])
+
+
+def standardize(train: Tensors, *others: Tensors, eps: float = 1e-8) -> list[Tensors]:
+    """Per-pixel standardisation with ``train``'s mean and std, applied to ``train`` and ``others``.
+
+    A pixel whose std over ``train`` is (near) zero (constant, e.g. an always
+    black corner of a small subset) is only centred: its std is taken as 1.
+    """
+    mean = train.x.mean(dim=0, keepdim=True)
+    std = train.x.std(dim=0, unbiased=False, keepdim=True)  # numpy's std, as the notebook
+    std = torch.where(std > eps, std, torch.ones_like(std))
+    return [Tensors((d.x - mean) / std, d.y) for d in (train, *others)]
+
+
+def split_tasks(data: Tensors, b_classes: tuple[int, int] = (4, 5),
+                n_classes: int = 10) -> tuple[Tensors, Tensors]:
+    """Task A (every class but ``b_classes``, labels re-indexed 0..n_classes-3 in class order)
+    and task B (only ``b_classes``: the first is label 0, the second label 1), order kept."""
+    first, second = b_classes
+    in_b = (data.y == first) | (data.y == second)
+    a_classes = [c for c in range(n_classes) if c not in b_classes]
+    remap = torch.full((n_classes,), -1, dtype=torch.long, device=data.y.device)
+    remap[a_classes] = torch.arange(len(a_classes), device=data.y.device)
+    a = Tensors(data.x[~in_b], remap[data.y[~in_b]])
+    b = Tensors(data.x[in_b], (data.y[in_b] == second).long())
+    return a, b

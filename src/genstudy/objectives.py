@@ -1,0 +1,86 @@
+"""What to minimise, and what to enforce after each step.
+
+An *objective* is ``(model, x, y) -> (loss, logits)`` as
+:func:`genstudy.training.fit` takes it; a *constraint* is ``(model) -> None``,
+run by ``fit`` after every optimizer step.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .training import Objective, objective_from_loss
+
+# --- Weight penalties and the max-norm constraint (E3, regularization) -----------------------
+
+
+def _kernels(model: nn.Module, layers: Iterable[str] | None = None) -> list[torch.Tensor]:
+    """The weight matrices (kernels) of the Linear/Conv layers, never their biases.
+
+    ``layers``: names of the layers to take (``model.named_modules()`` names);
+    None takes every Linear/Conv layer.
+    """
+    wanted = None if layers is None else set(layers)
+    found = [(name, m.weight) for name, m in model.named_modules()
+             if isinstance(m, (nn.Linear, nn.Conv2d)) and (wanted is None or name in wanted)]
+    if wanted is not None and wanted - {n for n, _ in found}:
+        raise ValueError(f"no Linear/Conv layer named {sorted(wanted - {n for n, _ in found})}")
+    return [w for _, w in found]
+
+
+def weight_penalty(model: nn.Module, l1: float = 0.0, l2: float = 0.0,
+                   layers: Iterable[str] | None = None) -> torch.Tensor:
+    """``l1 * sum|W| + l2 * sum W^2`` over the kernels (not biases), as Keras' ``l1_l2`` regularizer.
+
+    Note Keras' ``l2(a)`` is ``a * sum W^2`` (no 1/2), which is what this computes.
+    """
+    kernels = _kernels(model, layers)
+    total = kernels[0].new_zeros(()) if kernels else torch.zeros(())
+    for w in kernels:
+        if l1:
+            total = total + l1 * w.abs().sum()
+        if l2:
+            total = total + l2 * w.square().sum()
+    return total
+
+
+def penalized(l1: float = 0.0, l2: float = 0.0, base: Objective | None = None,
+              loss: str = "ce", layers: Iterable[str] | None = None) -> Objective:
+    """The objective ``base`` (default: the named loss) plus :func:`weight_penalty`.
+
+    As in Keras, the penalty is added once per batch to the batch's mean loss,
+    and the loss ``fit`` records is the penalised one.
+    """
+    base = base or objective_from_loss(loss)
+    if not l1 and not l2:
+        return base
+    layers = None if layers is None else list(layers)
+
+    def objective(model, x, y):
+        data_loss, logits = base(model, x, y)
+        return data_loss + weight_penalty(model, l1, l2, layers), logits
+    return objective
+
+
+def max_norm(radius: float, layers: Iterable[str] | None = None):
+    """A constraint: every unit's incoming weight vector gets L2 norm <= ``radius``.
+
+    For a Linear layer that is each row of ``weight`` (Keras' ``max_norm`` on a
+    Dense kernel, axis 0); for a Conv2d, each output channel's filter. Rows
+    already inside the ball are left exactly as they are (Keras scales them by
+    norm / (norm + 1e-7), a change of ~1e-7 relative that we do not copy).
+    """
+    if radius <= 0:
+        raise ValueError(f"max-norm radius must be > 0, got {radius}")
+    layers = None if layers is None else list(layers)
+
+    @torch.no_grad()
+    def constraint(model: nn.Module) -> None:
+        for w in _kernels(model, layers):
+            norms = w.flatten(1).norm(dim=1)
+            scale = torch.where(norms > radius, radius / norms, torch.ones_like(norms))
+            w.mul_(scale.view(-1, *([1] * (w.dim() - 1))))
+    return constraint

@@ -1,0 +1,230 @@
+"""regularization (E3): the MLP 784-300-100-10 with and without each regularizer.
+
+Data: the 75/25 train/validation split of the train set (``split_seed``),
+standardised per pixel with the train split's statistics; the test set the
+same way. Every variant listed in ``variants`` is trained for each seed with
+its validation curve logged; an MC-dropout variant trains nothing: it
+evaluates the trained model of the variant it names (``mc_dropout_of``) with
+dropout active, averaging the class probabilities over ``mc_passes`` passes.
+
+Columns of results.csv, per variant and seed: ``test_acc``, ``best_val_acc``
+(and its epoch), ``final_val_acc``, ``train_acc`` (eval mode, after the last
+epoch) and ``gap`` = train_acc - final_val_acc. For an MC variant the curve
+columns are those of the model it reuses and ``train_acc``/``gap`` are left
+empty (MC inference over the whole train split is not run).
+"""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+import torch
+from pydantic import Field, model_validator
+
+from genstudy import data, figures, models, outputs, params, uncertainty
+from genstudy.cli import run_stage
+from genstudy.objectives import max_norm, penalized
+from genstudy.training import evaluate, fit, make_optimizer
+
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class Variant(params.Section):
+    activation: Literal["relu", "selu"] = "relu"
+    init: Literal[models.INITS] = "he_normal"  # type: ignore[valid-type]
+    l1: NonNegFloat = 0.0                 # l1 * sum|W| over every kernel (not biases)
+    l2: NonNegFloat = 0.0                 # l2 * sum W^2 over every kernel (not biases)
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # rate, before every dense layer
+    alpha_dropout: bool = False           # AlphaDropout instead of Dropout (for SELU)
+    max_norm: params.PositiveFloat | None = None  # radius for the hidden layers' incoming weights
+    mc_dropout_of: str | None = None      # train nothing: MC-evaluate this variant's models
+
+
+class RegularizationParams(params.Experiment):
+    val_fraction: params.Fraction = 0.25
+    split_seed: Annotated[int, Field(ge=0)] = 42
+    train_size: params.PositiveInt | None = None  # first N of the train split; null: all
+    val_size: params.PositiveInt | None = None    # first N of the validation split; null: all
+    test_size: params.PositiveInt | None = None   # first N test images; null: all 10,000
+    sizes: Annotated[list[params.PositiveInt], Field(min_length=2)] = [784, 300, 100, 10]
+    training: params.Training
+    mc_passes: params.PositiveInt = 100
+    variants: Annotated[list[str], Field(min_length=1)]
+    definitions: dict[str, Variant]
+
+    @model_validator(mode="after")
+    def _check_variants(self):
+        unknown = [v for v in self.variants if v not in self.definitions]
+        if unknown:
+            raise ValueError(f"variants {unknown} have no entry in definitions "
+                             f"(defined: {', '.join(self.definitions)})")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError("variants lists a name twice")
+        for name in self.variants:
+            base = self.definitions[name].mc_dropout_of
+            if base is None:
+                continue
+            if base not in self.variants:
+                raise ValueError(f"variant {name!r} reuses {base!r}, which is not in variants")
+            b = self.definitions[base]
+            if b.mc_dropout_of is not None or b.dropout == 0:
+                raise ValueError(f"variant {name!r} reuses {base!r}, which is not a trained dropout model")
+        return self
+
+
+OUT = Path("reports/regularization")
+MODELS = Path("models/regularization")
+
+
+def build(v: Variant, sizes: list[int]) -> torch.nn.Sequential:
+    return models.mlp(sizes, activation=v.activation, dropout=v.dropout,
+                      alpha_dropout=v.alpha_dropout, init=v.init)
+
+
+def mc_rows(name, base, seed, model, test, val_row, passes):
+    """The MC variant's row, and its per-example entropies (MC and plain) for the figure."""
+    plain = uncertainty.probabilities(model, test.x)
+    mc = uncertainty.mc_dropout_probabilities(model, test.x, passes=passes, seed=seed)
+    per_example, summary = [], {}
+    for method, probs in (("plain", plain), ("mc", mc)):
+        wrong = probs.argmax(-1) != test.y
+        ent = uncertainty.entropy(probs)
+        per_example.append(pd.DataFrame({"seed": seed, "method": method, "entropy": ent.cpu().numpy(),
+                                         "correct": (~wrong).cpu().numpy()}))
+        summary[method] = {"acc": 1 - wrong.float().mean().item(),
+                           "entropy_correct": ent[~wrong].mean().item(),
+                           "entropy_wrong": ent[wrong].mean().item() if wrong.any() else float("nan"),
+                           "error_auroc": uncertainty.error_auroc(ent, wrong)}
+    row = {**val_row, "variant": name, "trained_as": base, "test_acc": summary["mc"]["acc"],
+           "test_loss": torch.nn.functional.nll_loss(mc.clamp_min(1e-12).log(), test.y).item(),
+           "train_acc": float("nan"), "gap": float("nan"),
+           "mc_entropy_correct": summary["mc"]["entropy_correct"],
+           "mc_entropy_wrong": summary["mc"]["entropy_wrong"],
+           "mc_error_auroc": summary["mc"]["error_auroc"],
+           "plain_error_auroc": summary["plain"]["error_auroc"]}
+    return row, pd.concat(per_example)
+
+
+def main() -> None:
+    p = params.load("regularization", RegularizationParams)
+    device = params.resolve_device(p.device)
+    train_all, test = data.load(p.dataset)
+    train, val = data.split(train_all, p.val_fraction, p.split_seed)
+    train, val, test = data.standardize(train, val, test)
+    train, val = train.head(p.train_size).to(device), val.head(p.val_size).to(device)
+    test = test.head(p.test_size).to(device)
+    hidden = [f"fc{i}" for i in range(1, len(p.sizes) - 1)]
+    t = p.training
+    live = outputs.open_live(OUT / "live")
+    rows, curves, entropies = [], [], []
+    mc_variants = {n: p.definitions[n].mc_dropout_of for n in p.variants
+                   if p.definitions[n].mc_dropout_of}
+    for name in (n for n in p.variants if n not in mc_variants):
+        v = p.definitions[name]
+        for seed in p.seeds:
+            run = f"{name}_s{seed}"
+            model = models.seeded(seed, build, v, p.sizes).to(device)
+            res = fit(model, train, epochs=t.epochs, batch_size=t.batch_size,
+                      optimizer=make_optimizer(model.parameters(), t.optimizer, t.lr, t.momentum),
+                      seed=seed, objective=penalized(v.l1, v.l2),
+                      constraints=[max_norm(v.max_norm, hidden)] if v.max_norm else [],
+                      eval_sets={"val": val}, callbacks=[outputs.live_callback(live, run)], desc=run)
+            hist = pd.DataFrame(res.history)
+            curves.append(hist.assign(variant=name, seed=seed))
+            train_acc = evaluate(model, train)[1]
+            test_loss, test_acc = evaluate(model, test)
+            best = hist.loc[hist["val_acc"].idxmax()] if len(hist) else None
+            row = {"variant": name, "seed": seed, "trained_as": name, "epochs": len(hist),
+                   "test_acc": test_acc, "test_loss": test_loss,
+                   "best_val_acc": best["val_acc"] if best is not None else float("nan"),
+                   "best_epoch": int(best["epoch"]) if best is not None else 0,
+                   "final_val_acc": res.final.get("val_acc", float("nan")),
+                   "train_acc": train_acc, "gap": train_acc - res.final.get("val_acc", float("nan")),
+                   "final_train_loss": res.final.get("train_loss", float("nan")),
+                   "diverged": res.diverged, "wall_time": res.wall_time}
+            rows.append(row)
+            outputs.save_model(MODELS / f"{run}.pt", model, variant=name, seed=seed,
+                               params=v.model_dump(), sizes=p.sizes)
+            print(f"regularization: {run} test_acc={test_acc:.4f} best_val={row['best_val_acc']:.4f} "
+                  f"gap={row['gap']:+.4f} ({res.wall_time:.0f}s)")
+            for mc_name, base in mc_variants.items():
+                if base == name and not res.diverged:
+                    keep = {k: row[k] for k in ("seed", "epochs", "best_val_acc", "best_epoch",
+                                                "final_val_acc", "final_train_loss", "diverged")}
+                    mc_row, ent = mc_rows(mc_name, base, seed, model, test, keep, p.mc_passes)
+                    rows.append({**mc_row, "wall_time": 0.0})
+                    entropies.append(ent)
+                    print(f"regularization: {mc_name}_s{seed} test_acc={mc_row['test_acc']:.4f} "
+                          f"(MC over {p.mc_passes} passes)")
+    live.end()
+    df = pd.DataFrame(rows)
+    curves_df = pd.concat(curves, ignore_index=True)
+    outputs.write_table(OUT / "results.csv", df)
+    outputs.write_table(OUT / "curves.csv", curves_df)
+    cols = ["test_acc", "best_val_acc", "final_val_acc", "train_acc", "gap"]
+    metrics = {"summary": outputs.summary_dict(df, "variant", cols)}
+    for name in metrics["summary"]:  # an MC variant has no train accuracy of its own
+        for c in ("train_acc", "gap"):
+            if df.loc[df.variant == name, c].isna().all():
+                del metrics["summary"][name][c]
+    if entropies:
+        mc_df = df[df.trained_as != df.variant]
+        metrics["mc_dropout"] = outputs.summary_dict(
+            mc_df, "variant", ["mc_entropy_correct", "mc_entropy_wrong", "mc_error_auroc",
+                               "plain_error_auroc"])
+    outputs.write_json(OUT / "metrics.json", metrics)
+    figures.setup()
+    plot_curves(curves_df)
+    plot_summary(df)
+    if entropies:
+        plot_entropy(pd.concat(entropies, ignore_index=True), p.mc_passes)
+
+
+def plot_curves(curves: pd.DataFrame) -> None:
+    long = curves.melt(id_vars=["variant", "seed", "epoch"], value_vars=["train_acc", "val_acc"],
+                       var_name="curve", value_name="accuracy")
+    long["curve"] = long["curve"].map({"train_acc": "train (running, regularized)",
+                                       "val_acc": "validation"})
+    g = sns.relplot(data=long, x="epoch", y="accuracy", hue="curve", col="variant", col_wrap=4,
+                    kind="line", errorbar="sd", height=2.8, aspect=1.2)
+    g.set_axis_labels("epoch", "accuracy").set_titles("{col_name}")
+    g.figure.suptitle("E3: train and validation accuracy per variant (mean ± sd over seeds)", y=1.03)
+    figures.save(g.figure, OUT / "figures", "val_curves")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sns.lineplot(data=curves, x="epoch", y="val_acc", hue="variant", errorbar="sd", ax=ax)
+    ax.set(xlabel="epoch", ylabel="validation accuracy",
+           title="E3: validation accuracy per variant (band: ± sd over seeds)")
+    figures.save(fig, OUT / "figures", "val_acc_all")
+
+
+def plot_summary(df: pd.DataFrame) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    order = list(dict.fromkeys(df.variant))
+    for ax, col, label in ((axes[0], "test_acc", "test accuracy"),
+                           (axes[1], "gap", "train − validation accuracy (eval mode)")):
+        sns.barplot(data=df, x="variant", y=col, order=order, errorbar="sd", alpha=0.5, ax=ax)
+        sns.stripplot(data=df, x="variant", y=col, order=order, color="k", size=4, ax=ax)
+        ax.set(xlabel="", ylabel=label)
+        ax.tick_params(axis="x", rotation=40)
+    lo = df.test_acc.min()
+    axes[0].set_ylim(max(0.0, lo - 0.05), min(1.0, df.test_acc.max() + 0.02))
+    axes[0].set_title("final test accuracy (dots: seeds)")
+    axes[1].set_title("generalization gap after the last epoch")
+    figures.save(fig, OUT / "figures", "test_acc_gap")
+
+
+def plot_entropy(ent: pd.DataFrame, passes: int) -> None:
+    ent = ent.assign(prediction=ent.correct.map({True: "correct", False: "wrong"}),
+                     method=ent.method.map({"plain": "dropout off (one pass)",
+                                            "mc": f"MC dropout ({passes} passes)"}))
+    g = sns.displot(data=ent, x="entropy", hue="prediction", col="method", kind="hist",
+                    stat="density", common_norm=False, element="step", bins=40, height=3.5, aspect=1.3)
+    g.set_axis_labels("predictive entropy (nats)", "density").set_titles("{col_name}")
+    g.figure.suptitle("E3: uncertainty of correct vs wrong test predictions (all seeds)", y=1.04)
+    figures.save(g.figure, OUT / "figures", "mc_entropy")
+
+
+if __name__ == "__main__":
+    run_stage(main)
