@@ -1,8 +1,9 @@
 """What to minimise, and what to enforce after each step.
 
 An *objective* is ``(model, x, y) -> (loss, logits)`` as
-:func:`genstudy.training.fit` takes it; a *constraint* is ``(model) -> None``,
-run by ``fit`` after every optimizer step.
+:func:`genstudy.training.fit` takes it (the scalar to minimise and the logits
+that ``fit`` scores accuracy with); a *constraint* is ``(model) -> None``, run
+by ``fit`` after every optimizer step.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .training import Objective, objective_from_loss
@@ -84,3 +86,27 @@ def max_norm(radius: float, layers: Iterable[str] | None = None):
             scale = torch.where(norms > radius, radius / norms, torch.ones_like(norms))
             w.mul_(scale.view(-1, *([1] * (w.dim() - 1))))
     return constraint
+
+
+# --- The gradient loss (E2, double backpropagation) --------------------------------------------
+
+
+def gradient_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """E2's "gradient loss" (double backpropagation through inputs and targets).
+
+    With the one-hot label y (float, requiring grad) and p = softmax(model(x)),
+    S = sum over the batch of mean_k (y_k - p_k)^2 (Keras' per-example MSE,
+    summed as a gradient tape sums a vector loss), and
+
+        L = mean over all elements of (dS/dx)^2 + mean over all elements of (dS/dy)^2.
+
+    Both gradients are taken with ``create_graph=True`` so that L can be
+    differentiated with respect to the weights (second-order backward).
+    """
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    p = logits.softmax(-1)
+    onehot = F.one_hot(y, p.shape[-1]).to(p.dtype).requires_grad_(True)
+    s = (onehot - p).pow(2).mean(-1).sum()
+    dx, dy = torch.autograd.grad(s, (x, onehot), create_graph=True)
+    return dx.pow(2).mean() + dy.pow(2).mean(), logits

@@ -1,0 +1,126 @@
+"""flatness (E1): does the batch size change flatness, input sensitivity and the gap?
+
+Trains the MLP 784-16-16-10 (Adam) for every batch size and seed on the first
+``train_size`` train / ``test_size`` test images, then measures each model:
+train/test loss and accuracy, the generalization gap, the input sensitivity
+(per-example norm of d loss / d input over the test subset, distribution kept)
+and Keskar's epsilon-sharpness on the training subset.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib import pyplot as plt
+from pydantic import Field
+
+from genstudy import data, figures, measures, models, outputs, params
+from genstudy.cli import run_stage
+from genstudy.training import evaluate, fit, make_optimizer
+
+
+class Sharpness(params.Section):
+    eps: params.PositiveFloat = 1e-3           # box half-width relative to |w_i| + 1
+    steps: params.PositiveInt = 20             # projected sign-gradient ascent steps
+    step_size: Annotated[float, Field(gt=0, le=1)] = 0.25  # per step, fraction of the box half-width
+
+
+class FlatnessParams(params.Experiment):
+    train_size: params.PositiveInt = 3000
+    test_size: params.PositiveInt = 1000
+    batch_sizes: Annotated[list[params.PositiveInt], Field(min_length=1)] = [8, 64, 128, 512, 1024]
+    epochs: params.PositiveInt = 100
+    optimizer: params.Optimizer = "adam"
+    lr: params.PositiveFloat = 1e-3
+    fused: bool = True                         # one-kernel optimizer step (sgd/adam)
+    threads: params.PositiveInt | None = 1     # torch CPU threads; null: torch's default
+    sharpness: Sharpness = Sharpness()
+
+
+OUT = Path("reports/flatness")
+
+
+def main() -> None:
+    p = params.load("flatness", FlatnessParams)
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    device = params.resolve_device(p.device)
+    train_all, test_all = data.load(p.dataset)
+    train, test = train_all.head(p.train_size).to(device), test_all.head(p.test_size).to(device)
+    live = outputs.open_live(OUT / "live")
+    rows, curves, sens_rows = [], [], []
+    for bs in p.batch_sizes:
+        for seed in p.seeds:
+            run = f"bs{bs}_s{seed}"
+            model = models.seeded(seed, models.mlp, [784, 16, 16, 10]).to(device)
+            opt = make_optimizer(model.parameters(), p.optimizer, p.lr, fused=p.fused)
+            res = fit(model, train, epochs=p.epochs, batch_size=bs, optimizer=opt, seed=seed,
+                      eval_sets={"test": test}, desc=run, callbacks=[outputs.live_callback(live, run)])
+            curves += [{"batch_size": bs, "seed": seed, **h} for h in res.history]
+            train_loss, train_acc = evaluate(model, train)
+            test_loss, test_acc = evaluate(model, test)
+            sens = measures.input_sensitivity(model, test).cpu()
+            sharp = measures.keskar_sharpness(model, train, eps=p.sharpness.eps,
+                                              steps=p.sharpness.steps, step_size=p.sharpness.step_size)
+            sens_rows += [{"batch_size": bs, "seed": seed, "index": i, "sensitivity": float(v)}
+                          for i, v in enumerate(sens)]
+            rows.append({"batch_size": bs, "seed": seed, "epochs": len(res.history),
+                         "diverged": res.diverged, "train_loss": train_loss, "train_acc": train_acc,
+                         "test_loss": test_loss, "test_acc": test_acc,
+                         "gap": train_acc - test_acc, "loss_gap": test_loss - train_loss,
+                         "sensitivity_mean": sens.mean().item(), "sensitivity_median": sens.median().item(),
+                         "sensitivity_std": sens.std().item() if len(sens) > 1 else 0.0,
+                         "sharpness": sharp, "wall_time": res.wall_time,
+                         "epoch_time": sum(res.epoch_times) / max(len(res.epoch_times), 1)})
+            print(f"flatness: {run} test_acc={test_acc:.4f} gap={train_acc - test_acc:+.4f} "
+                  f"sensitivity={sens.mean():.3f} sharpness={sharp:.3f} ({res.wall_time:.0f}s)")
+    live.end()
+    df, sens_df, curves_df = pd.DataFrame(rows), pd.DataFrame(sens_rows), pd.DataFrame(curves)
+    outputs.write_table(OUT / "results.csv", df)
+    outputs.write_table(OUT / "sensitivity.csv", sens_df)
+    cols = ["test_acc", "train_acc", "gap", "sensitivity_mean", "sharpness"]
+    outputs.write_json(OUT / "metrics.json", {
+        "summary": outputs.summary_dict(df.assign(batch_size=df.batch_size.map("bs{}".format)),
+                                        "batch_size", cols),
+        "total_train_time_s": float(df.wall_time.sum()),
+    })
+    draw(df, sens_df, curves_df, OUT / "figures")
+
+
+def draw(df: pd.DataFrame, sens: pd.DataFrame, curves: pd.DataFrame, out: Path) -> None:
+    figures.setup()
+    long = curves.melt(id_vars=["batch_size", "seed", "epoch"], value_vars=["train_acc", "test_acc"],
+                       var_name="set", value_name="accuracy")
+    long["set"] = long["set"].map({"train_acc": "train", "test_acc": "test"})
+    g = sns.relplot(long, x="epoch", y="accuracy", hue="batch_size", col="set", kind="line",
+                    errorbar="sd", palette="viridis", height=3.6, aspect=1.2,
+                    hue_norm=plt.matplotlib.colors.LogNorm())
+    g.set_axis_labels("epoch", "accuracy (mean ± sd over seeds)")
+    g.legend.set_title("batch size")
+    g.figure.suptitle("MLP 784-16-16-10: accuracy per epoch by batch size", y=1.03)
+    figures.save(g.figure, out, "accuracy_curves")
+
+    panels = [("sensitivity_mean", "input sensitivity\n(mean ||d loss/d x||, test)"),
+              ("sharpness", "Keskar sharpness (%)"), ("test_acc", "test accuracy"),
+              ("gap", "generalization gap\n(train acc - test acc)")]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    for ax, (col, label) in zip(axes, panels):
+        sns.pointplot(df, x="batch_size", y=col, errorbar="sd", ax=ax, color="C0", capsize=0.15)
+        sns.stripplot(df, x="batch_size", y=col, ax=ax, color="0.4", size=4, alpha=0.6)
+        ax.set(xlabel="batch size", ylabel=label)
+    fig.suptitle("Flatness and sensitivity vs batch size (mean ± sd over seeds, dots = seeds)", y=1.03)
+    fig.tight_layout()
+    figures.save(fig, out, "measures_vs_batch_size")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.boxenplot(sens.assign(sensitivity=sens.sensitivity.clip(lower=1e-8)), x="batch_size",
+                  y="sensitivity", ax=ax, log_scale=True, color="C0")
+    ax.set(xlabel="batch size", ylabel="per-example ||d loss / d x|| (log scale)",
+           title="Input sensitivity on the test subset, all seeds pooled")
+    figures.save(fig, out, "sensitivity_distribution")
+
+
+if __name__ == "__main__":
+    run_stage(main)
