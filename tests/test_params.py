@@ -125,8 +125,9 @@ def test_the_committed_params_yaml_is_valid_for_every_stage(profile, tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(doc))
     for name, classes in _stage_sections():
-        top = [c for c in classes if c.__name__.lower().startswith(name.replace("_", ""))]
-        assert top, f"stage {name}: no params class named after it"
+        expected = "".join(w.capitalize() for w in name.split("_")) + "Params"
+        top = [c for c in classes if c.__name__ == expected]
+        assert top, f"stage {name}: no params class {expected}"
         params.load(name, top[0], path)
 
 
