@@ -26,7 +26,7 @@ the same run as ``fit`` of that model alone with the same seed and optimizer
   and dropped from the stack; the others go on undisturbed (every operation
   of a step is per model, so a non-finite model cannot leak into another).
 
-Evaluation on the ``eval_sets`` may run every ``eval_every`` epochs (and
+Evaluation on the ``eval_sets`` may run at chosen epochs (``eval_epochs``;
 always after the last) instead of every epoch, since for small training sets
 evaluating on a large test set costs more than the training itself.
 """
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -147,22 +147,22 @@ def evaluate_stack(stack: StackedMLP, data: Tensors, batch_size: int = 1000
 def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch_size: int,
               lrs: Sequence[float], seeds: Sequence[int], momentum: float = 0.0,
               loss: str = "ce", eval_sets: dict[str, Tensors] | None = None,
-              eval_every: int = 1, callbacks: Iterable[StackCallback] = (),
+              eval_epochs: Collection[int] | None = None, callbacks: Iterable[StackCallback] = (),
               desc: str | None = None, progress: bool = True) -> list[RunResult]:
     """Train ``models`` (same-shaped MLPs) in place, together, with SGD (+ momentum).
 
     Model ``k`` trains with learning rate ``lrs[k]`` and the batch order of
     ``seeds[k]``; its :class:`RunResult` is what :func:`training.fit` would
     return for it alone (``wall_time`` is the stack's time divided by K: its
-    share). Callbacks get ``(k, epoch, metrics)`` after each epoch of model k.
+    share). The ``eval_sets`` are evaluated after the epochs in ``eval_epochs``
+    (None: every epoch) and after the last. Callbacks get ``(k, epoch, metrics)``
+    after each epoch of model k.
     """
     if loss != "ce":
         raise ValueError(f"fit_stack supports the 'ce' loss only (got {loss!r})")
     k_all = len(models)
     if not (len(lrs) == len(seeds) == k_all) or k_all == 0:
         raise ValueError("fit_stack needs one lr and one seed per model")
-    if eval_every < 1:
-        raise ValueError("eval_every must be >= 1")
     eval_sets = eval_sets or {}
     callbacks = list(callbacks)
     device = train.x.device
@@ -206,7 +206,7 @@ def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch
         train_acc = (correct / n).tolist()
         evaluated = {}
         finite = [math.isfinite(v) for v in train_loss]
-        if (epoch % eval_every == 0 or epoch == epochs) and eval_sets and any(finite):
+        if (eval_epochs is None or epoch in eval_epochs or epoch == epochs) and eval_sets and any(finite):
             for name, data in eval_sets.items():
                 el, ea = evaluate_stack(stack, data)
                 evaluated[name] = (el.tolist(), ea.tolist())
