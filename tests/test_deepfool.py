@@ -94,6 +94,28 @@ def test_batched_and_per_example_agree():
     torch.testing.assert_close(a.r, c.r)
 
 
+def test_first_layer_shortcut_agrees_with_the_reference():
+    # a narrowing first Linear takes the Gram-matrix path in the batched version
+    model = models.seeded(3, models.mlp, [40, 16, 16, 5], activation="tanh")
+    x = torch.randn(96, 1, 40, generator=torch.Generator().manual_seed(4))
+    a = deepfool(model, x, overshoot=OVERSHOOT)
+    b = deepfool_loop(model, x, overshoot=OVERSHOOT)
+    assert a.flipped.all()
+    torch.testing.assert_close(a.r, b.r, rtol=1e-4, atol=1e-5)
+    assert torch.equal(a.iterations, b.iterations)
+
+
+def test_no_reachable_boundary_stops_without_nan():
+    model = models.mlp([20, 8, 3])
+    with torch.no_grad():
+        model.fc1.weight.zero_()
+        model.fc1.bias.fill_(-1.0)  # every ReLU dead: the logits do not depend on x
+    x = torch.randn(10, 20)
+    for res in (deepfool(model, x), deepfool_loop(model, x)):
+        assert torch.isfinite(res.r).all() and (res.r == 0).all()
+        assert not res.flipped.any() and (res.iterations == 0).all()
+
+
 def test_max_iter_bounds_the_work():
     model, x = _nonlinear()
     res = deepfool(model, x, overshoot=0.0, max_iter=1)

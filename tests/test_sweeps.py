@@ -53,7 +53,7 @@ def test_short_last_batch_and_eval_every():
     # 200 examples at batch 64: the last batch holds 8, as in fit.
     m = [_build(3)]
     res = fit_stack(m, TRAIN, epochs=4, batch_size=64, lrs=[0.05], seeds=[3], momentum=0.9,
-                    eval_sets={"test": TEST}, eval_every=3, progress=False)[0]
+                    eval_sets={"test": TEST}, eval_epochs={3}, progress=False)[0]
     alone, ref = _alone(3, 0.05, epochs=4, batch=64)
     assert [("test_acc" in h) for h in res.history] == [False, False, True, True]
     assert res.final["train_loss"] == pytest.approx(ref.final["train_loss"], abs=1e-5)
