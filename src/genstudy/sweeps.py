@@ -112,11 +112,47 @@ class StackedMLP:
             h = torch.baddbmm(b, h, w)
         return h
 
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, momentum: float,
+                 bufs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD (+ momentum) step of every model on its batch ``x (K, B, in)``, ``y (K, B)``.
+
+        Returns the per-model mean CE loss ``(K,)`` and the logits. Autograd gives
+        the gradients of the layers' outputs only; each weight gradient
+        ``h^T dz`` goes straight into its momentum buffer with one fused
+        ``baddbmm_`` (beta = momentum), which saves a pass over the weights,
+        and the weights then take ``W -= lr * buf`` (torch.optim.SGD's update).
+        """
+        inputs, outs = [], []
+        h = x
+        with torch.no_grad():
+            z = torch.baddbmm(self.biases[0], h, self.weights[0])
+        for i in range(len(self.weights)):
+            if i > 0:
+                z = torch.baddbmm(self.biases[i], h, self.weights[i])
+            else:
+                z.requires_grad_()
+            inputs.append(h)
+            outs.append(z)
+            if i < len(self.activations):
+                h = self.activations[i](z)
+        k = x.shape[0]
+        ce = F.cross_entropy(z.flatten(0, 1), y.flatten(), reduction="none").view(k, -1)
+        per_model = ce.mean(1)
+        dzs = torch.autograd.grad(per_model.sum(), outs)
+        with torch.no_grad():
+            for i, (h_in, dz) in enumerate(zip(inputs, dzs)):
+                bw, bb = bufs[2 * i], bufs[2 * i + 1]
+                bw.baddbmm_(h_in.detach().transpose(1, 2), dz, beta=momentum)
+                bb.mul_(momentum).add_(dz.sum(1, keepdim=True))
+                self.weights[i].addcmul_(bw, lr, value=-1.0)
+                self.biases[i].addcmul_(bb, lr, value=-1.0)
+        return per_model.detach(), z.detach()
+
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the models at positions ``keep`` (a drop of diverged models)."""
         with torch.no_grad():
-            self.weights = [w[keep].requires_grad_(w.requires_grad) for w in self.weights]
-            self.biases = [b[keep].requires_grad_(b.requires_grad) for b in self.biases]
+            self.weights = [w[keep] for w in self.weights]
+            self.biases = [b[keep] for b in self.biases]
 
     def write_back(self, k: int, model: nn.Module) -> None:
         """Copy the stacked weights of position ``k`` into ``model``'s layers."""
@@ -167,9 +203,8 @@ def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch
     callbacks = list(callbacks)
     device = train.x.device
     stack = StackedMLP(models)
-    params = [p.requires_grad_() for p in stack.params]
-    bufs = [torch.zeros_like(p) for p in params]
-    lr = torch.tensor(list(lrs), dtype=params[0].dtype, device=device).view(-1, 1, 1)
+    bufs = [torch.zeros_like(p) for p in stack.params]
+    lr = torch.tensor(list(lrs), dtype=bufs[0].dtype, device=device).view(-1, 1, 1)
     # One generator per distinct seed, as fit seeds one per run.
     distinct = sorted(set(seeds))
     gens = [torch.Generator(device=device).manual_seed(s) for s in distinct]
@@ -191,14 +226,8 @@ def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch
         for i in range(0, n, batch_size):
             idx = perms[:, i:i + batch_size]
             xb, yb = x_all[idx], y_all[idx]
-            logits = stack.forward(xb)
-            ce = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(k, -1)
-            per_model = ce.mean(1)
-            grads = torch.autograd.grad(per_model.sum(), params)
+            per_model, logits = stack.sgd_step(xb, yb, lr, momentum, bufs)
             with torch.no_grad():
-                for p, g, buf in zip(params, grads, bufs):
-                    buf.mul_(momentum).add_(g)
-                    p.addcmul_(buf, lr, value=-1.0)
                 loss_sum += per_model * idx.shape[1]
                 correct += (logits.argmax(-1) == yb).sum(1)
         epoch_time = time.perf_counter() - t0
@@ -230,7 +259,6 @@ def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch
                 if not finite[pos]:
                     stack.write_back(pos, models[orig])  # its (non-finite) weights, as fit leaves them
             stack.select(keep)
-            params = stack.params
             bufs = [b[keep] for b in bufs]
             lr, seed_pos, active = lr[keep], seed_pos[keep], active[keep]
         bar.set_postfix(active=len(active))
