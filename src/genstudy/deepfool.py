@@ -206,10 +206,19 @@ def deepfool_loop(model: nn.Module, x: torch.Tensor, *, overshoot: float = 0.02,
 
 
 def margin_summary(model: nn.Module, x: torch.Tensor, res: DeepFoolResult) -> dict[str, float]:
-    """Per model: mean/median ||r||, rho = mean(||r|| / ||x||), share flipped, iterations."""
-    norms = res.norms
-    rel = norms / x.flatten(1).norm(dim=1)
-    return {"margin_mean": norms.mean().item(), "margin_median": norms.median().item(),
-            "rho": rel.mean().item(), "flipped_share": res.flipped.float().mean().item(),
+    """Per model: mean/median ||r||, rho = mean(||r|| / ||x||), share flipped, iterations.
+
+    The norms are over the examples DeepFool flipped (an example it could not
+    flip has no minimal perturbation: its margin is unknown, not its partial
+    ``r``); ``flipped_share`` says how many that is. NaN when none flipped.
+    """
+    ok = res.flipped
+    norms = res.norms[ok]
+    rel = norms / x.flatten(1).norm(dim=1)[ok]
+    nan = float("nan")
+    return {"margin_mean": norms.mean().item() if ok.any() else nan,
+            "margin_median": norms.median().item() if ok.any() else nan,
+            "rho": rel.mean().item() if ok.any() else nan,
+            "flipped_share": ok.float().mean().item(),
             "iterations_mean": res.iterations.float().mean().item(),
             "iterations_max": int(res.iterations.max().item())}
