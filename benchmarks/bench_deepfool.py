@@ -5,7 +5,7 @@ first 1,000 train images; DeepFool then runs on the same 1,000 images, batched
 (genstudy.deepfool.deepfool) and one example at a time (deepfool_loop). Prints both
 times, the ratio (target >= 20x) and the mean perturbation norms (target: within 1%).
 
-    python benchmarks/bench_deepfool.py [--n 1000] [--epochs 30]
+    python benchmarks/bench_deepfool.py [--n 1000] [--epochs 30] [--repeat 3]
 """
 
 import argparse
@@ -25,6 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each way; the fastest counts")
     args = ap.parse_args()
     train = data.load("fashion_mnist", root=ROOT / "data/raw")[0].head(max(args.n, 1000))
     model = models.seeded(0, models.mlp, [784, 100, 100, 100, 10])
@@ -34,12 +35,17 @@ def main() -> None:
     print(f"model: train acc {res.final['train_acc']:.3f} after {args.epochs} epochs; "
           f"{len(x)} examples; torch threads {torch.get_num_threads()}")
 
-    t0 = time.perf_counter()
-    batched = deepfool(model, x)
-    t_batched = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    loop = deepfool_loop(model, x)
-    t_loop = time.perf_counter() - t0
+    deepfool(model, x[:10]), deepfool_loop(model, x[:10])  # warm-up (first-call set-up of torch.func)
+
+    def best_of(fn):  # the machine is shared: the fastest of a few runs is the least disturbed
+        times = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            out = fn(model, x)
+            times.append(time.perf_counter() - t0)
+        return out, min(times)
+    batched, t_batched = best_of(deepfool)
+    loop, t_loop = best_of(deepfool_loop)
 
     a, b = margin_summary(model, x, batched), margin_summary(model, x, loop)
     rel = abs(a["margin_mean"] - b["margin_mean"]) / b["margin_mean"]
