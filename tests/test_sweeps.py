@@ -1,0 +1,99 @@
+"""The stacked trainer: a stack equals each model trained alone; divergence stays in its model."""
+
+
+import pytest
+import torch
+
+from genstudy import models
+from genstudy.data import Tensors
+from genstudy.sweeps import StackedMLP, evaluate_stack, fit_stack
+from genstudy.training import evaluate, fit, make_optimizer
+
+
+def _data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 8, 8, generator=g)
+    w = torch.randn(64, 4, generator=g)
+    y = (x.flatten(1) @ w).argmax(1)  # a learnable labelling
+    return Tensors(x, y)
+
+
+TRAIN, TEST = _data(200, 0), _data(100, 1)
+SIZES = [64, 32, 16, 4]
+
+
+def _build(seed):
+    return models.seeded(seed, models.mlp, SIZES)
+
+
+def _alone(seed, lr, epochs=3, batch=16, momentum=0.9):
+    m = _build(seed)
+    res = fit(m, TRAIN, epochs=epochs, batch_size=batch, seed=seed, eval_sets={"test": TEST},
+              optimizer=make_optimizer(m.parameters(), "sgd", lr, momentum), progress=False)
+    return m, res
+
+
+def test_stack_equals_each_model_trained_alone_sgd_momentum():
+    lrs, seeds = [0.01, 0.1, 0.05, 0.2], [0, 0, 1, 2]
+    stacked = [_build(s) for s in seeds]
+    results = fit_stack(stacked, TRAIN, epochs=3, batch_size=16, lrs=lrs, seeds=seeds,
+                        momentum=0.9, eval_sets={"test": TEST}, progress=False)
+    for model, lr, seed, res in zip(stacked, lrs, seeds, results):
+        alone, ref = _alone(seed, lr)
+        assert not res.diverged and len(res.history) == len(ref.history) == 3
+        for a, b in zip(res.history, ref.history):
+            assert set(a) == set(b)  # the same metric names as fit
+            for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+                assert a[key] == pytest.approx(b[key], abs=1e-5), key
+        for p, q in zip(model.parameters(), alone.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_short_last_batch_and_eval_every():
+    # 200 examples at batch 64: the last batch holds 8, as in fit.
+    m = [_build(3)]
+    res = fit_stack(m, TRAIN, epochs=4, batch_size=64, lrs=[0.05], seeds=[3], momentum=0.9,
+                    eval_sets={"test": TEST}, eval_epochs={3}, progress=False)[0]
+    alone, ref = _alone(3, 0.05, epochs=4, batch=64)
+    assert [("test_acc" in h) for h in res.history] == [False, False, True, True]
+    assert res.final["train_loss"] == pytest.approx(ref.final["train_loss"], abs=1e-5)
+    assert res.final["test_acc"] == pytest.approx(evaluate(alone, TEST)[1])
+
+
+def test_divergence_is_isolated_to_its_model():
+    lrs, seeds = [0.05, 1e30, 0.1], [0, 0, 1]  # 1e30: weights overflow at once
+    stacked = [_build(s) for s in seeds]
+    results = fit_stack(stacked, TRAIN, epochs=3, batch_size=16, lrs=lrs, seeds=seeds,
+                        momentum=0.9, eval_sets={"test": TEST}, progress=False)
+    bad = results[1]
+    assert bad.diverged and bad.diverged_epoch is not None and bad.diverged_epoch >= 1
+    assert len(bad.history) == bad.diverged_epoch - 1  # only finite epochs are recorded
+    for i in (0, 2):
+        alone, ref = _alone(seeds[i], lrs[i])
+        assert not results[i].diverged and len(results[i].history) == 3
+        for a, b in zip(results[i].history, ref.history):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+            assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-5)
+        for p, q in zip(stacked[i].parameters(), alone.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    # fit marks the same model diverged at the same epoch
+    _, ref_bad = _alone(0, 1e30)
+    assert ref_bad.diverged and ref_bad.diverged_epoch == bad.diverged_epoch
+
+
+def test_evaluate_stack_matches_evaluate():
+    ms = [_build(s) for s in (0, 1)]
+    loss, acc = evaluate_stack(StackedMLP(ms), TEST, batch_size=32)
+    for i, m in enumerate(ms):
+        ref_loss, ref_acc = evaluate(m, TEST)
+        assert loss[i].item() == pytest.approx(ref_loss, rel=1e-5)
+        assert acc[i].item() == pytest.approx(ref_acc)
+
+
+def test_rejects_models_that_cannot_be_stacked():
+    with pytest.raises(ValueError):
+        StackedMLP([_build(0), models.mlp([64, 8, 4])])
+    with pytest.raises(ValueError):
+        StackedMLP([models.mlp(SIZES, dropout=0.5)])
+    with pytest.raises(ValueError):
+        fit_stack([_build(0)], TRAIN, epochs=1, batch_size=8, lrs=[0.1], seeds=[0], loss="mse_softmax")
