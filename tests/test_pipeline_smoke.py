@@ -132,3 +132,29 @@ def test_smoke_run_recorded_every_stage_in_the_lock(smoke_repo):
     lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())["stages"]
     assert set(stages) <= set(lock)
     assert yaml.safe_load((smoke_repo / "params.yaml").read_text())["profile"] == "smoke"
+
+
+def test_the_report_shows_every_figure_and_real_numbers(smoke_repo):
+    reports = smoke_repo / "reports"
+    page = (reports / "index.html").read_text()
+    md = (reports / "report.md").read_text()
+    figures = sorted(p.relative_to(reports).as_posix() for p in reports.glob("*/figures/*.png"))
+    assert figures, "no figure was produced"
+    for f in figures:
+        assert f"src='{f}'" in page, f"index.html does not show {f}"
+        assert f"]({f})" in md, f"report.md does not show {f}"
+        check_file(reports / f)
+    # Every image the page links resolves to a file (nothing points outside, no CDN).
+    import re
+    for src in re.findall(r"src='([^']+)'", page):
+        assert (reports / src).is_file(), f"index.html links a missing file {src}"
+    assert "http://" not in page and "https://" not in page, "the page must work offline"
+    # Every table holds real numbers: each data row of every section's table has a digit in it.
+    tables = re.findall(r"<table>(.*?)</table>", page, flags=re.S)
+    assert len(tables) >= 8
+    for t in tables:
+        for row in re.findall(r"<tr>(.*?)</tr>", t, flags=re.S)[1:]:
+            cells = re.findall(r"<td>(.*?)</td>", row, flags=re.S)
+            assert any(re.search(r"\d", c) for c in cells[1:2] or cells), f"a table row holds no number: {row}"
+            assert "nan" not in cells[1].lower() if len(cells) > 1 else True, f"NaN in the report: {row}"
+    assert "Verdict:" in page and md.count("**Verdict:**") >= 8

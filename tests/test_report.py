@@ -1,0 +1,86 @@
+"""The report: numbers formatted honestly, verdicts that follow the data, pages that render offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from genstudy import report, sections
+from genstudy.report import Outputs, Row, Section
+
+REPO = Path(__file__).resolve().parents[1]
+REFS = yaml.safe_load((REPO / "references.yaml").read_text())
+
+
+def test_fmt_shows_spread_only_with_several_seeds():
+    assert report.fmt(0.5, 0.1, 3) == "0.5000 ± 0.1000 (n=3)"
+    assert report.fmt(0.5, 0.0, 1) == "0.5000 (n=1)"
+    assert report.fmt(float("nan")) == "n/a"
+    assert report.fmt_series(pd.Series([0.1, 0.3])) == "0.2000 ± 0.1414 (n=2)"
+
+
+def write_tables(tmp_path: Path, stage: str, **tables: pd.DataFrame) -> Outputs:
+    d = tmp_path / stage
+    d.mkdir(parents=True)
+    for name, df in tables.items():
+        df.to_csv(d / f"{name}.csv", index=False)
+    return Outputs(tmp_path, stage)
+
+
+def transfer_table(scratch, transferred):
+    rows = [{"arm": "model_a", "seed": s, "task": "A", "test_acc": 0.85} for s in range(len(scratch))]
+    rows += [{"arm": "scratch", "seed": s, "task": "B", "test_acc": a} for s, a in enumerate(scratch)]
+    rows += [{"arm": "transferred", "seed": s, "task": "B", "test_acc": a} for s, a in enumerate(transferred)]
+    return pd.DataFrame(rows)
+
+
+def test_transfer_verdict_follows_the_seeds(tmp_path):
+    out = write_tables(tmp_path / "a", "transfer", results=transfer_table([0.6, 0.7, 0.9], [0.95, 0.9, 0.8]))
+    s = sections.transfer(out, REFS)
+    assert s.verdict.startswith("reproduced qualitatively: transfer helps on 2 of 3 seeds")
+    out = write_tables(tmp_path / "b", "transfer", results=transfer_table([0.9, 0.9, 0.9], [0.8, 0.95, 0.7]))
+    assert sections.transfer(out, REFS).verdict.startswith("not reproduced: transfer helps on only 1 of 3")
+
+
+def test_gradient_loss_verdict_compares_the_accuracy_lost_to_noise(tmp_path):
+    rows = []
+    for seed in range(3):
+        for arm, clean, noisy in (("gradient_loss", 0.90, 0.88 + 0.001 * seed), ("cross_entropy", 0.91, 0.80)):
+            rows += [{"arm": arm, "seed": seed, "sigma": 0.0, "test_acc": clean, "time_per_epoch": 2.0 if arm == "gradient_loss" else 1.0},
+                     {"arm": arm, "seed": seed, "sigma": 0.1, "test_acc": noisy, "time_per_epoch": 2.0 if arm == "gradient_loss" else 1.0}]
+    s = sections.gradient_loss(write_tables(tmp_path, "gradient_loss", results=pd.DataFrame(rows)), REFS)
+    assert s.verdict.startswith("reproduced qualitatively")
+    assert "an epoch costs 2.0x" in s.verdict
+    assert any(r.ours.startswith("0.9000") and r.reported == "0.9033" for r in s.rows)
+
+
+def test_pages_escape_text_and_link_figures_relatively():
+    sec = Section("demo", "Demo <b>", "Why?", [Row("a < b", "1.0", "2.0")], "reproduced: fine",
+                  figures=[Path("demo/figures/x.png")], params={"lr": 0.1}, wall_time_s=12.0)
+    summary = {"commit": "abc", "profile": "full", "stages": [("demo", 12.0, "cpu")], "total_s": 12.0,
+               "versions": {"torch": "2"}, "params_diff": [("demo.lr", 0.01, 0.1)]}
+    page = report.render_html([sec], summary)
+    assert "Demo &lt;b&gt;" in page and "a &lt; b" in page
+    assert "src='demo/figures/x.png'" in page and "demo.lr" in page
+    md = report.render_markdown([sec], summary)
+    assert "![x](demo/figures/x.png)" in md and "| demo.lr | 0.01 | 0.1 |" in md
+
+
+def test_params_diff_lists_what_the_run_changed(tmp_path):
+    import subprocess
+    env_git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"a": {"lr": 0.1, "seeds": [0, 1]}, "profile": "full"}))
+    subprocess.run(env_git + ["add", "."], cwd=tmp_path, check=True)
+    subprocess.run(env_git + ["commit", "-qm", "x"], cwd=tmp_path, check=True)
+    assert report.params_diff(tmp_path / "params.yaml") == []
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"a": {"lr": 0.5, "seeds": [0, 1]}, "profile": "smoke"}))
+    assert report.params_diff(tmp_path / "params.yaml") == [("a.lr", 0.1, 0.5), ("profile", "full", "smoke")]
+
+
+@pytest.mark.parametrize("stage", sorted(sections.BUILDERS))
+def test_every_stage_has_reference_numbers_or_expectations(stage):
+    assert stage in REFS, f"references.yaml has no section {stage}"
