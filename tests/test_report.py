@@ -53,7 +53,7 @@ def test_gradient_loss_verdict_compares_the_accuracy_lost_to_noise(tmp_path):
                      {"arm": arm, "seed": seed, "sigma": 0.1, "test_acc": noisy, "time_per_epoch": 2.0 if arm == "gradient_loss" else 1.0}]
     s = sections.gradient_loss(write_tables(tmp_path, "gradient_loss", results=pd.DataFrame(rows)), REFS)
     assert s.verdict.startswith("reproduced qualitatively")
-    assert "an epoch costs 2.0x" in s.verdict
+    assert "an epoch cost 2.0x" in s.verdict
     assert any(r.ours.startswith("0.9000") and r.reported == "0.9033" for r in s.rows)
 
 

@@ -117,13 +117,14 @@ def gradient_loss(out: Outputs, refs: dict) -> Section:
                             f"{fmt_series(df[(df.arm == 'cross_entropy') & (df.sigma == s)].test_acc, 3)}"))
     t = df.drop_duplicates(["arm", "seed"]).groupby("arm").time_per_epoch.mean()
     ratio = t["gradient_loss"] / t["cross_entropy"]
-    rows.append(Row("time per epoch, gradient loss / cross-entropy", f"{ratio:.2f}x",
-                    _ref(refs, "gradient_loss", "cost_ratio_per_epoch") + "x"))
+    rows.append(Row("time per epoch, gradient loss / cross-entropy (stage wall times, measured in "
+                    "different stages; benchmarks/bench_gradient_loss.py compares them in one run)",
+                    f"{ratio:.2f}x", _ref(refs, "gradient_loss", "cost_ratio_per_epoch") + "x"))
     g, b = drops["gradient_loss"], drops["cross_entropy"]
     more_robust = g.mean() < b.mean() and _differs(g, b)
     verdict = (f"{'reproduced qualitatively' if more_robust else 'not reproduced'}: under sigma 0.1 the "
                f"gradient-loss model loses {g.mean():.3f} of accuracy and the baseline {b.mean():.3f} "
-               f"(the notebook: 0.041 and 0.092); an epoch costs {ratio:.1f}x.")
+               f"(the notebook: 0.041 and 0.092); an epoch cost {ratio:.1f}x in this run's stage times.")
     return Section(
         "gradient_loss", "E2 The gradient loss (double backpropagation) and robustness to noise",
         "Does training on the gradient of the loss with respect to inputs and targets give a model "
