@@ -68,9 +68,6 @@ class Outputs:
     def table(self, name: str = "results.csv") -> pd.DataFrame:
         return pd.read_csv(self.dir / name)
 
-    def metrics(self, name: str = "metrics.json") -> dict:
-        return json.loads((self.dir / name).read_text())
-
     def run(self) -> dict:
         p = self.dir / "run.json"
         return json.loads(p.read_text()) if p.is_file() else {}
