@@ -33,11 +33,18 @@ def _alone(seed, lr, epochs=3, batch=16, momentum=0.9):
     return m, res
 
 
-def test_stack_equals_each_model_trained_alone_sgd_momentum():
+@pytest.mark.parametrize("max_stack", [None, 3])  # one stack; stacks of 3 and 1
+def test_stack_equals_each_model_trained_alone_sgd_momentum(max_stack):
     lrs, seeds = [0.01, 0.1, 0.05, 0.2], [0, 0, 1, 2]
     stacked = [_build(s) for s in seeds]
+    seen = []
     results = fit_stack(stacked, TRAIN, epochs=3, batch_size=16, lrs=lrs, seeds=seeds,
-                        momentum=0.9, eval_sets={"test": TEST}, progress=False)
+                        momentum=0.9, eval_sets={"test": TEST}, max_stack=max_stack,
+                        callbacks=[lambda k, ep, m: seen.append((k, ep, m["train_loss"]))],
+                        progress=False)
+    # every model's callbacks carry its own index and metrics, whatever stack it trained in
+    assert sorted((k, ep) for k, ep, _ in seen) == [(k, ep) for k in range(4) for ep in (1, 2, 3)]
+    assert all(loss == results[k].history[ep - 1]["train_loss"] for k, ep, loss in seen)
     for model, lr, seed, res in zip(stacked, lrs, seeds, results):
         alone, ref = _alone(seed, lr)
         assert not res.diverged and len(res.history) == len(ref.history) == 3
@@ -97,3 +104,14 @@ def test_rejects_models_that_cannot_be_stacked():
         StackedMLP([models.mlp(SIZES, dropout=0.5)])
     with pytest.raises(ValueError):
         fit_stack([_build(0)], TRAIN, epochs=1, batch_size=8, lrs=[0.1], seeds=[0], loss="mse_softmax")
+    with pytest.raises(ValueError, match="max_stack"):
+        fit_stack([_build(0)], TRAIN, epochs=1, batch_size=8, lrs=[0.1], seeds=[0], max_stack=0)
+
+
+def test_default_stack_keeps_weights_and_momentum_within_the_cpu_budget():
+    from genstudy.sweeps import CPU_STACK_BYTES, default_max_stack
+    big = models.mlp([784, 512, 10])  # 407,050 parameters: 3.3 MB of weights and momentum
+    k = default_max_stack(big, torch.device("cpu"))
+    per_model = 2 * 4 * sum(p.numel() for p in big.parameters())
+    assert k * per_model <= CPU_STACK_BYTES < (k + 1) * per_model
+    assert default_max_stack(big, torch.device("cuda")) is None

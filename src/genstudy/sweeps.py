@@ -3,7 +3,7 @@
 A sweep trains dozens of small MLPs that differ only in learning rate and
 seed; at small batch sizes a step of one model is mostly per-step overhead.
 :func:`fit_stack` trains K models of the same shape in one step: their
-weights are stacked into ``(K, in, out)`` tensors, a batch is ``(K, B, in)``
+weights are stacked into ``(K, out, in)`` tensors (``nn.Linear``'s own layout), a batch is ``(K, B, in)``
 (each model its own batch order), the layers are batched matmuls
 (``torch.baddbmm``) and SGD with momentum runs on the stacked tensors with a
 learning rate per model. (Stacked weights + ``baddbmm`` benchmarked faster on
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Collection, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +68,13 @@ def _layers(model: nn.Module) -> tuple[list[nn.Linear], list[nn.Module]]:
 
 
 class StackedMLP:
-    """K same-shaped MLPs as stacked weights ``W[l]: (K, in, out)``, ``b[l]: (K, 1, out)``."""
+    """K same-shaped MLPs as stacked weights ``W[l]: (K, out, in)``, ``b[l]: (K, 1, out)``.
+
+    The weights keep ``nn.Linear``'s (out, in) layout: then the momentum update
+    ``dz^T h`` and the forward ``h W^T`` stream the weights in the order the
+    batched matmul reads them, which measured 1.2-1.7x faster at the sweep's
+    small batches than the (in, out) layout.
+    """
 
     def __init__(self, models: Sequence[nn.Module]):
         layers = [_layers(m) for m in models]
@@ -78,7 +84,7 @@ class StackedMLP:
         self.activations = layers[0][1]
         n_layers = len(layers[0][0])
         with torch.no_grad():
-            self.weights = [torch.stack([ls[i].weight.t() for ls, _ in layers]).contiguous()
+            self.weights = [torch.stack([ls[i].weight for ls, _ in layers]).contiguous()
                             for i in range(n_layers)]
             self.biases = [torch.stack([ls[i].bias for ls, _ in layers]).unsqueeze(1).contiguous()
                            for i in range(n_layers)]
@@ -94,7 +100,7 @@ class StackedMLP:
         """Logits ``(K, B, classes)`` of inputs ``(K, B, in)``."""
         h = x
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
+            h = torch.baddbmm(b, h, w.transpose(1, 2))
             if i < len(self.activations):
                 h = self.activations[i](h)
         return h
@@ -104,12 +110,12 @@ class StackedMLP:
 
         The first layer is one matmul against the models' weights side by side.
         """
-        k, d_in, d_out = self.weights[0].shape
-        w0 = self.weights[0].permute(1, 0, 2).reshape(d_in, k * d_out)
-        h = (x @ w0).view(len(x), k, d_out).transpose(0, 1) + self.biases[0]
+        k, d_out, d_in = self.weights[0].shape
+        h = (x @ self.weights[0].view(k * d_out, d_in).t()).view(len(x), k, d_out).transpose(0, 1)
+        h = h + self.biases[0]
         for i, (w, b) in enumerate(zip(self.weights[1:], self.biases[1:]), start=1):
             h = self.activations[i - 1](h)
-            h = torch.baddbmm(b, h, w)
+            h = torch.baddbmm(b, h, w.transpose(1, 2))
         return h
 
     def sgd_step(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, momentum: float,
@@ -118,17 +124,17 @@ class StackedMLP:
 
         Returns the per-model mean CE loss ``(K,)`` and the logits. Autograd gives
         the gradients of the layers' outputs only; each weight gradient
-        ``h^T dz`` goes straight into its momentum buffer with one fused
+        ``dz^T h`` goes straight into its momentum buffer with one fused
         ``baddbmm_`` (beta = momentum), which saves a pass over the weights,
         and the weights then take ``W -= lr * buf`` (torch.optim.SGD's update).
         """
         inputs, outs = [], []
         h = x
         with torch.no_grad():
-            z = torch.baddbmm(self.biases[0], h, self.weights[0])
+            z = torch.baddbmm(self.biases[0], h, self.weights[0].transpose(1, 2))
         for i in range(len(self.weights)):
             if i > 0:
-                z = torch.baddbmm(self.biases[i], h, self.weights[i])
+                z = torch.baddbmm(self.biases[i], h, self.weights[i].transpose(1, 2))
             else:
                 z.requires_grad_()
             inputs.append(h)
@@ -142,7 +148,7 @@ class StackedMLP:
         with torch.no_grad():
             for i, (h_in, dz) in enumerate(zip(inputs, dzs)):
                 bw, bb = bufs[2 * i], bufs[2 * i + 1]
-                bw.baddbmm_(h_in.detach().transpose(1, 2), dz, beta=momentum)
+                bw.baddbmm_(dz.transpose(1, 2), h_in.detach(), beta=momentum)
                 bb.mul_(momentum).add_(dz.sum(1, keepdim=True))
                 self.weights[i].addcmul_(bw, lr, value=-1.0)
                 self.biases[i].addcmul_(bb, lr, value=-1.0)
@@ -158,7 +164,7 @@ class StackedMLP:
         """Copy the stacked weights of position ``k`` into ``model``'s layers."""
         with torch.no_grad():
             for lin, w, b in zip(_layers(model)[0], self.weights, self.biases):
-                lin.weight.copy_(w[k].t())
+                lin.weight.copy_(w[k])
                 lin.bias.copy_(b[k, 0])
 
 
@@ -180,25 +186,66 @@ def evaluate_stack(stack: StackedMLP, data: Tensors, batch_size: int = 1000
     return loss / n, correct / n
 
 
+# On a CPU a stack runs fastest while its weights and momentum buffers stay in the
+# last-level cache: every step streams them once or more. Measured on this project's
+# 2-core CPU (32 MiB L3), MLP 784-512-10 at batch 2: 0.24 ms per model-step in stacks
+# of 4 (13 MB), 0.35 in stacks of 8 (26 MB). A GPU takes the whole stack at once.
+CPU_STACK_BYTES = 16 * 2**20
+
+
+def default_max_stack(model: nn.Module, device: torch.device) -> int | None:
+    """Models per stack: None (all) on a GPU; on a CPU as many as keep the stack's
+    weights and momentum buffers within :data:`CPU_STACK_BYTES`."""
+    if device.type != "cpu":
+        return None
+    per_model = 2 * sum(p.numel() * p.element_size() for p in model.parameters())
+    return max(1, CPU_STACK_BYTES // per_model)
+
+
 def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch_size: int,
               lrs: Sequence[float], seeds: Sequence[int], momentum: float = 0.0,
               loss: str = "ce", eval_sets: dict[str, Tensors] | None = None,
               eval_epochs: Collection[int] | None = None, callbacks: Iterable[StackCallback] = (),
-              desc: str | None = None, progress: bool = True) -> list[RunResult]:
+              max_stack: int | Literal["auto"] | None = "auto", desc: str | None = None,
+              progress: bool = True) -> list[RunResult]:
     """Train ``models`` (same-shaped MLPs) in place, together, with SGD (+ momentum).
 
     Model ``k`` trains with learning rate ``lrs[k]`` and the batch order of
     ``seeds[k]``; its :class:`RunResult` is what :func:`training.fit` would
-    return for it alone (``wall_time`` is the stack's time divided by K: its
-    share). The ``eval_sets`` are evaluated after the epochs in ``eval_epochs``
-    (None: every epoch) and after the last. Callbacks get ``(k, epoch, metrics)``
-    after each epoch of model k.
+    return for it alone (``wall_time`` is its stack's time divided by the
+    stack's size: its share). The ``eval_sets`` are evaluated after the epochs
+    in ``eval_epochs`` (None: every epoch) and after the last. Callbacks get
+    ``(k, epoch, metrics)`` after each epoch of model k.
+
+    The models train in consecutive stacks of at most ``max_stack`` (None: all
+    in one; "auto": :func:`default_max_stack`). Results do not depend
+    on it: every operation of a step is per model.
     """
     if loss != "ce":
         raise ValueError(f"fit_stack supports the 'ce' loss only (got {loss!r})")
     k_all = len(models)
     if not (len(lrs) == len(seeds) == k_all) or k_all == 0:
         raise ValueError("fit_stack needs one lr and one seed per model")
+    if max_stack == "auto":
+        max_stack = default_max_stack(models[0], train.x.device)
+    if max_stack is not None and max_stack < 1:
+        raise ValueError(f"max_stack must be at least 1 or None (got {max_stack})")
+    size = k_all if max_stack is None else max_stack
+    results: list[RunResult] = []
+    callbacks = list(callbacks)
+    for start in range(0, k_all, size):
+        part = slice(start, start + size)
+        cbs = [lambda k, ep, m, cb=cb, off=start: cb(off + k, ep, m) for cb in callbacks]
+        results += _fit_one_stack(models[part], train, epochs=epochs, batch_size=batch_size,
+                                  lrs=lrs[part], seeds=seeds[part], momentum=momentum,
+                                  eval_sets=eval_sets, eval_epochs=eval_epochs, callbacks=cbs,
+                                  desc=desc, progress=progress)
+    return results
+
+
+def _fit_one_stack(models, train, *, epochs, batch_size, lrs, seeds, momentum, eval_sets,
+                   eval_epochs, callbacks, desc, progress) -> list[RunResult]:
+    k_all = len(models)
     eval_sets = eval_sets or {}
     callbacks = list(callbacks)
     device = train.x.device
