@@ -3,6 +3,8 @@
   ours      : genstudy.training.fit on the data held as tensors
   textbook  : torchvision dataset + ToTensor() + DataLoader, as in the PyTorch MNIST example
   matmul    : the machine's float32 matrix-multiply rate (large square matmul), the ceiling
+  floor     : the epoch's own matmuls alone (same shapes, no autograd, optimizer or batching):
+              the most any training loop could reach at this batch size on this machine
 
 Prints seconds per epoch, the speed-up over the textbook loop (target >= 5x) and the
 epoch's arithmetic rate as a share of the matmul rate (target >= 70%).
@@ -64,6 +66,24 @@ def matmul_rate(n: int = 2048, reps: int = 20) -> float:
     return reps * 2 * n ** 3 / (time.perf_counter() - t)
 
 
+def matmuls_only(n: int, sizes=(784, 512, 10)) -> float:
+    """Seconds for just the matmuls that :func:`epoch_flops` counts, at the epoch's shapes."""
+    x = torch.randn(BATCH, sizes[0])
+    ws = [torch.randn(o, i) for i, o in zip(sizes, sizes[1:])]
+    g_out = torch.randn(BATCH, sizes[-1])
+    t = time.perf_counter()
+    for _ in range(0, n, BATCH):
+        hs = [x]
+        for w in ws:
+            hs.append(hs[-1] @ w.t())
+        g = g_out
+        for i in reversed(range(len(ws))):
+            g.t() @ hs[i]          # weight gradient
+            if i > 0:
+                g = g @ ws[i]      # input gradient, not for the input layer
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default="data/raw")
@@ -74,11 +94,14 @@ def main() -> None:
     t_ours = min(ours(train) for _ in range(args.repeats))
     t_text = min(textbook(args.root) for _ in range(max(1, args.repeats - 1)))
     peak = max(matmul_rate() for _ in range(3))
+    t_floor = min(matmuls_only(len(train)) for _ in range(args.repeats))
     rate = epoch_flops(len(train)) / t_ours
     print(f"threads: {torch.get_num_threads()}, torch {torch.__version__}")
     print(f"ours      : {t_ours:6.2f} s/epoch  ({rate / 1e9:6.1f} GFLOP/s)")
     print(f"textbook  : {t_text:6.2f} s/epoch")
     print(f"matmul    : {peak / 1e9:6.1f} GFLOP/s (2048x2048 float32)")
+    print(f"floor     : {t_floor:6.2f} s/epoch  ({epoch_flops(len(train)) / t_floor / peak:5.1%} of the "
+          "matmul rate; the epoch's matmuls alone)")
     print(f"speed-up over textbook: {t_text / t_ours:5.1f}x   (target >= 5x)")
     print(f"share of matmul rate  : {rate / peak:5.1%}   (target >= 70%)")
 

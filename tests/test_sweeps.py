@@ -115,3 +115,16 @@ def test_default_stack_keeps_weights_and_momentum_within_the_cpu_budget():
     per_model = 2 * 4 * sum(p.numel() for p in big.parameters())
     assert k * per_model <= CPU_STACK_BYTES < (k + 1) * per_model
     assert default_max_stack(big, torch.device("cuda")) is None
+
+
+@pytest.mark.parametrize("activation", ["tanh", "selu", "sigmoid"])
+def test_written_out_backward_matches_autograd_for_every_activation(activation):
+    build = lambda: models.seeded(5, models.mlp, SIZES, activation=activation)  # noqa: E731
+    stacked, alone = build(), build()
+    res = fit_stack([stacked], TRAIN, epochs=2, batch_size=16, lrs=[0.05], seeds=[5],
+                    momentum=0.9, progress=False)[0]
+    ref = fit(alone, TRAIN, epochs=2, batch_size=16, seed=5, progress=False,
+              optimizer=make_optimizer(alone.parameters(), "sgd", 0.05, 0.9))
+    assert res.final["train_loss"] == pytest.approx(ref.final["train_loss"], abs=1e-5)
+    for p, q in zip(stacked.parameters(), alone.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
