@@ -107,17 +107,27 @@ def margin_figures(df: pd.DataFrame, out: Path) -> None:
     axes[1].legend(title="batch size")
     figures.save(fig, out, "margin_vs_lr_batch")
 
-    fig, ax = plt.subplots(figsize=(7, 5.5))
+    # margin vs test accuracy: the models that fit their training set (E6's premise), and all
     d = df.assign(lr=df["lr"].map(lambda v: f"{v:g}"))
-    sns.scatterplot(d, x="margin_mean", y="test_acc", hue="lr", style="batch", s=80, ax=ax)
-    ax.set_xlabel("mean DeepFool margin ||r||_2 on training examples")
-    ax.set_ylabel("test accuracy")
-    for r in d[d["train_acc"] < 0.99].itertuples():  # not (near) 100% on the training set
-        if np.isfinite(r.margin_mean):
-            ax.annotate(f"train {r.train_acc:.2f}", (r.margin_mean, r.test_acc), fontsize=7,
-                        xytext=(4, -10), textcoords="offset points")
-    shown = int(d["margin_mean"].notna().sum())
-    ax.set_title(f"margin vs test accuracy ({shown} of {len(df)} models; NaN margins left out)"
-                 if shown < len(df) else f"margin vs test accuracy ({len(df)} models)")
-    ax.legend(title="lr / batch", fontsize=8, ncols=2)
+    fitted = d[d["fitted"] & d["margin_mean"].notna()]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    for ax, part, title in ((axes[0], fitted, f"{len(fitted)} models that fit the training set"),
+                            (axes[1], d, f"all {len(d)} models")):
+        sns.scatterplot(part, x="margin_mean", y="test_acc", hue="lr", style="batch", s=70, ax=ax,
+                        hue_order=sorted(d["lr"].unique(), key=float))
+        ax.set_xlabel("mean DeepFool margin ||r||_2 on training examples")
+        ax.set_ylabel("test accuracy")
+        ax.legend(title="lr / batch", fontsize=8, ncols=2)
+        ax.set_title(f"margin vs test accuracy: {title}")
+    if len(fitted) > 2:
+        axes[0].text(0.02, 0.02, f"Pearson r = {fitted['margin_mean'].corr(fitted['test_acc']):.2f}",
+                     transform=axes[0].transAxes, fontsize=9)
+    misfit = d[~d["fitted"] & d["margin_mean"].notna()]
+    axes[1].scatter(misfit["margin_mean"], misfit["test_acc"], s=170, facecolors="none",
+                    edgecolors="red", label="did not fit (train acc. below the threshold)")
+    axes[1].legend(title="lr / batch", fontsize=8, ncols=2)
+    if d["margin_mean"].isna().any():
+        axes[1].text(0.02, 0.02, f"{int(d['margin_mean'].isna().sum())} model(s) without a margin "
+                     "(diverged or nothing flipped) not drawn", transform=axes[1].transAxes,
+                     fontsize=8, color="red")
     figures.save(fig, out, "margin_vs_test_acc")
