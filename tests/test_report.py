@@ -57,6 +57,41 @@ def test_gradient_loss_verdict_compares_the_accuracy_lost_to_noise(tmp_path):
     assert any(r.ours.startswith("0.9000") and r.reported == "0.9033" for r in s.rows)
 
 
+def margins_outputs(tmp_path, models, threshold=0.99):
+    """models: (lr, batch, seed, margin, test_acc, train_acc) per row."""
+    df = pd.DataFrame([{"lr": lr, "batch": b, "seed": s, "margin_mean": m, "rho": m / 10,
+                        "flipped_share": 1.0, "test_acc": acc, "train_acc": tr, "fitted": tr >= threshold}
+                       for lr, b, s, m, acc, tr in models])
+    out = write_tables(tmp_path, "margins", results=df)
+    (out.dir / "metrics.json").write_text(f'{{"fitted_train_acc": {threshold}}}')
+    return out
+
+
+def test_margins_verdict_compares_only_models_that_fit_their_training_set(tmp_path):
+    models = [(lr, 32, s, m, acc, 1.0) for s in range(3)
+              for lr, m, acc in ((0.01, 0.6, 0.78), (0.05, 0.9, 0.79 + 0.001 * s))]
+    # lr 0.05 at batch 16 does not train: a huge margin on a broken model, low accuracy
+    models += [(0.05, 16, s, 1.5, 0.3, 0.33) for s in range(3)]
+    s = sections.margins(margins_outputs(tmp_path / "a", models), REFS)
+    assert s.verdict.startswith("reproduced: lr 0.05 gives both the largest margins and the best test accuracy")
+    assert "left out, not fitting the training set: lr 0.05 batch 16 (3 model(s), train accuracy 0.33)" in s.verdict
+    assert any(r.quantity.startswith("models at ≥ 0.99") and r.ours == "6 of 9" for r in s.rows)
+    # the best accuracy at another lr, clearly apart: not reproduced
+    models = [(lr, 32, s, m, acc + 0.001 * s, 1.0) for s in range(3)
+              for lr, m, acc in ((0.01, 0.6, 0.80), (0.05, 0.9, 0.70))]
+    assert sections.margins(margins_outputs(tmp_path / "b", models), REFS).verdict.startswith(
+        "not reproduced: the largest margins come at lr 0.05 but the best test accuracy at lr 0.01")
+    # the best accuracy at another lr but within the spread over seeds: qualitatively
+    models = [(lr, 32, s, m, acc + 0.01 * s, 1.0) for s in range(3)
+              for lr, m, acc in ((0.01, 0.6, 0.795), (0.05, 0.9, 0.79))]
+    assert sections.margins(margins_outputs(tmp_path / "d", models), REFS).verdict.startswith(
+        "reproduced qualitatively: lr 0.05 gives the largest margins, and its test accuracy 0.800 is "
+        "within noise of the best, lr 0.01's 0.805")
+    # no model fits: nothing to compare, said so
+    s = sections.margins(margins_outputs(tmp_path / "c", [(0.01, 32, 0, 0.5, 0.5, 0.6)]), REFS)
+    assert s.verdict.startswith("not evaluated: no model reached 0.99 train accuracy")
+
+
 def test_pages_escape_text_and_link_figures_relatively():
     sec = Section("demo", "Demo <b>", "Why?", [Row("a < b", "1.0", "2.0")], "reproduced: fine",
                   figures=[Path("demo/figures/x.png")], params={"lr": 0.1}, wall_time_s=12.0)
