@@ -3,12 +3,14 @@
 A sweep trains dozens of small MLPs that differ only in learning rate and
 seed; at small batch sizes a step of one model is mostly per-step overhead.
 :func:`fit_stack` trains K models of the same shape in one step: their
-weights are stacked into ``(K, out, in)`` tensors (``nn.Linear``'s own layout), a batch is ``(K, B, in)``
-(each model its own batch order), the layers are batched matmuls
-(``torch.baddbmm``) and SGD with momentum runs on the stacked tensors with a
+weights are stacked into ``(K, out, in)`` tensors (``nn.Linear``'s own
+layout), a batch is ``(K, B, in)`` (each model its own batch order), the
+layers are batched matmuls (``torch.baddbmm``), the backward pass is written
+out (no autograd), and SGD with momentum runs on the stacked tensors with a
 learning rate per model. (Stacked weights + ``baddbmm`` benchmarked faster on
 this project's CPU than ``torch.func.stack_module_state`` + ``vmap`` of
-``functional_call``, and need no functorch transforms under autograd.)
+``functional_call``.) On a CPU the models train in stacks small enough to stay
+in the cache (:func:`default_max_stack`).
 
 It keeps :func:`genstudy.training.fit`'s conventions, so a stacked model gives
 the same run as ``fit`` of that model alone with the same seed and optimizer
@@ -201,8 +203,9 @@ def evaluate_stack(stack: StackedMLP, data: Tensors, batch_size: int = 1000
 
 # On a CPU a stack runs fastest while its weights and momentum buffers stay in the
 # last-level cache: every step streams them once or more. Measured on this project's
-# 2-core CPU (32 MiB L3), MLP 784-512-10 at batch 2: 0.24 ms per model-step in stacks
-# of 4 (13 MB), 0.35 in stacks of 8 (26 MB). A GPU takes the whole stack at once.
+# 2-core CPU (32 MiB L3), MLP 784-512-10 at batch 2: 0.17 ms per model-step in stacks
+# of 4 (13 MB), 0.20 in stacks of 5, 0.29 in stacks of 8 (26 MB). A GPU takes the whole
+# stack at once.
 CPU_STACK_BYTES = 14 * 2**20
 
 
