@@ -68,9 +68,13 @@ class Outputs:
     def table(self, name: str = "results.csv") -> pd.DataFrame:
         return pd.read_csv(self.dir / name)
 
-    def run(self) -> dict:
-        p = self.dir / "run.json"
+    def json(self, name: str) -> dict:
+        """A JSON file the stage wrote (``metrics.json``, ``run.json``); {} when it has none."""
+        p = self.dir / name
         return json.loads(p.read_text()) if p.is_file() else {}
+
+    def run(self) -> dict:
+        return self.json("run.json")
 
     def figures(self) -> list[Path]:
         return sorted(p.relative_to(self.dir.parent) for p in (self.dir / "figures").glob("*.png"))

@@ -7,7 +7,6 @@ rules on those numbers, stated in the verdict text itself.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +239,7 @@ def sweep(out: Outputs, refs: dict) -> Section:
 
 def margins(out: Outputs, refs: dict) -> Section:
     df = out.table()
-    threshold = json.loads((out.dir / "metrics.json").read_text())["fitted_train_acc"]
+    threshold = out.json("metrics.json")["fitted_train_acc"]
     ok = df[df.margin_mean.notna()]
     # E6's premise is models that fit their training set (the stage marks them); the margins
     # of one that did not (e.g. lr 0.05 at batch 16) measure a different thing, so the
