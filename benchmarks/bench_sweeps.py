@@ -1,7 +1,7 @@
 """Stacked training vs one model at a time: the default E5 grid at reduced epochs, same run.
 
 Every (lr, batch) of params.yaml's sweep section, one seed, on the same training
-subset: first trained as one stack per batch size (genstudy.sweeps.fit_stack), then
+subset: first trained as one stack per batch size (genstudy.stacked.fit_stack), then
 one model at a time with genstudy.training.fit. No test evaluation in either.
 Prints both times and the ratio (target: stacked at least 4x faster).
 
@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from genstudy import data, models
-from genstudy.sweeps import fit_stack
+from genstudy.stacked import fit_stack
 from genstudy.training import fit, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from genstudy import models, outputs
+from genstudy.experiments import gradient_loss as stage
 from genstudy.params import ParamsError
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def _stage():
-    spec = importlib.util.spec_from_file_location("stage_gradient_loss", REPO / "stages/gradient_loss.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _params(stage, **kw):
+def _params(**kw):
     base = dict(epochs=1, batch_size=100, optimizer="adam", lr=1e-3, seeds=[0], train_size=10000)
-    return stage.GradientLossParams(**{**base, **kw})
+    return stage.Params(**{**base, **kw})
 
 
 @pytest.fixture
@@ -36,28 +28,24 @@ def baseline_dir(tmp_path, monkeypatch):
 
 
 def test_matching_baseline_loads(baseline_dir):
-    stage = _stage()
-    model, trained = stage.load_baseline(0, _params(stage), "cpu")
+    model, trained = stage.load_baseline(0, _params(), "cpu")
     assert trained["train_size"] == 10000
     for k, v in model.state_dict().items():
         assert torch.equal(v, baseline_dir.state_dict()[k])
 
 
 def test_other_train_size_is_refused_with_a_clear_message(baseline_dir):
-    stage = _stage()
     with pytest.raises(ParamsError, match=r"train_size=10000, but this stage trains seed 0 on train_size=500"):
-        stage.load_baseline(0, _params(stage, train_size=500), "cpu")
+        stage.load_baseline(0, _params(train_size=500), "cpu")
 
 
 def test_missing_seed_is_refused(baseline_dir):
-    stage = _stage()
     with pytest.raises(ParamsError, match="must be among baselines.seeds"):
-        stage.load_baseline(1, _params(stage, seeds=[1]), "cpu")
+        stage.load_baseline(1, _params(seeds=[1]), "cpu")
 
 
 def test_params_reject_negative_sigma_and_unknown_keys():
-    stage = _stage()
-    with pytest.raises(Exception):
-        _params(stage, sigmas=[-0.1])
-    with pytest.raises(Exception):
-        _params(stage, sigma=[0.1])
+    with pytest.raises(ValidationError, match=r"sigmas\.0\n  Input should be greater than or equal to 0"):
+        _params(sigmas=[-0.1])
+    with pytest.raises(ValidationError, match=r"sigma\n  Extra inputs are not permitted"):
+        _params(sigma=[0.1])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genstudy import params
+from genstudy import cli, params
 from genstudy.params import ParamsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,19 +104,6 @@ def test_unreadable_params_file(tmp_path):
         params.load("demo", Demo, path)
 
 
-def _stage_sections():
-    """(stage name, its params class) for every stage script, found by importing it."""
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name, st in dvc.items():
-        script = REPO / st["cmd"].split()[-1]
-        spec = importlib.util.spec_from_file_location(f"stage_{name}", script)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        classes = [v for v in vars(module).values() if isinstance(v, type)
-                   and issubclass(v, params.Section) and v.__module__ == module.__name__]
-        yield name, classes
-
-
 @pytest.mark.parametrize("profile", ["full", "smoke"])
 def test_the_committed_params_yaml_is_valid_for_every_stage(profile, tmp_path):
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -124,14 +111,17 @@ def test_the_committed_params_yaml_is_valid_for_every_stage(profile, tmp_path):
     (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(doc))
-    for name, classes in _stage_sections():
-        if name not in doc:  # a stage without knobs of its own (report)
-            assert not classes, f"stage {name} declares params but params.yaml has no section {name}"
+    for name in cli.STAGES:
+        schema = cli.stage(name)[0]
+        if schema is None:  # a stage without knobs of its own (report)
+            assert name not in doc, f"params.yaml has a section {name} that no stage reads"
             continue
-        expected = "".join(w.capitalize() for w in name.split("_")) + "Params"
-        top = [c for c in classes if c.__name__ == expected]
-        assert top, f"stage {name}: no params class {expected}"
-        params.load(name, top[0], path)
+        params.load(name, schema, path)
+
+
+def _genstudy(args, cwd):
+    return subprocess.run([sys.executable, "-m", "genstudy", *args], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
 
 
 def test_a_stage_stops_before_any_work_on_a_typo(tmp_path):
@@ -140,8 +130,31 @@ def test_a_stage_stops_before_any_work_on_a_typo(tmp_path):
     doc["baselines"]["convnet"]["epocs"] = 3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
     (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
-    proc = subprocess.run([sys.executable, str(REPO / "stages/baselines.py")], cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = _genstudy(["baselines"], tmp_path)
     assert proc.returncode == 2
     assert "baselines.convnet.epocs: unknown key" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "reports").exists() and not (tmp_path / "models").exists()
+
+
+def test_check_names_every_bad_key_of_every_section(tmp_path):
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    good = _genstudy(["check"], tmp_path)
+    assert good.returncode == 0 and "every section is valid" in good.stdout
+    doc["flatness"]["lr"] = -0.001
+    doc["sweep"]["lrss"] = [0.1]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    bad = _genstudy(["check"], tmp_path)
+    assert bad.returncode == 1
+    assert "flatness.lr: Input should be greater than 0 (got -0.001)" in bad.stderr
+    assert "sweep.lrss: unknown key" in bad.stderr and "did you mean 'lrs'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_help_lists_every_stage_with_one_line():
+    proc = _genstudy(["--help"], REPO)
+    assert proc.returncode == 0
+    for name in (*cli.STAGES, "check"):
+        line = next((ln for ln in proc.stdout.splitlines() if ln.strip().startswith(name + " ")), None)
+        assert line and len(line.split(None, 1)[1]) > 10, f"--help has no description of {name}"

@@ -131,27 +131,20 @@ def test_standardize_uses_train_statistics_and_guards_zero_std():
     assert so.x[0, 0, 1, 1].item() == pytest.approx(2.5 - 7.0)
 
 
-def _stage_params():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "stages" / "regularization.py"
-    spec = importlib.util.spec_from_file_location("stage_regularization", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.RegularizationParams
-
-
-@pytest.mark.parametrize("variants, definitions", [
-    (["none", "nope"], {"none": {}}),                                 # undefined variant
-    (["mc"], {"mc": {"mc_dropout_of": "dropout"}, "dropout": {"dropout": 0.2}}),  # base not run
-    (["none", "mc"], {"none": {}, "mc": {"mc_dropout_of": "none"}}),  # base has no dropout
-    (["none"], {"none": {"dropout": 1.0}}),                           # rate out of range
-    (["none"], {"none": {"l2": -0.1}}),                               # negative coefficient
+@pytest.mark.parametrize("variants, definitions, message", [
+    (["none", "nope"], {"none": {}}, r"variants \['nope'\] have no entry in definitions"),
+    (["mc"], {"mc": {"mc_dropout_of": "dropout"}, "dropout": {"dropout": 0.2}},
+     "reuses 'dropout', which is not in variants"),
+    (["none", "mc"], {"none": {}, "mc": {"mc_dropout_of": "none"}},
+     "reuses 'none', which is not a trained dropout model"),
+    (["none"], {"none": {"dropout": 1.0}}, r"definitions\.none\.dropout\n  Input should be less than 1"),
+    (["none"], {"none": {"l2": -0.1}}, r"definitions\.none\.l2\n  Input should be greater than or equal to 0"),
 ])
-def test_bad_variant_params_are_rejected(variants, definitions):
+def test_bad_variant_params_are_rejected(variants, definitions, message):
     from pydantic import ValidationError
-    schema = _stage_params()
+
+    from genstudy.experiments.regularization import Params as schema
     base = {"training": {"epochs": 1, "batch_size": 32, "optimizer": "nadam", "lr": 1e-3}}
     schema.model_validate({**base, "variants": ["none"], "definitions": {"none": {}}})  # a good one
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match=message):
         schema.model_validate({**base, "variants": variants, "definitions": definitions})

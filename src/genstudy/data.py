@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torchvision.datasets as tvd
 
+RAW = Path("data/raw")  # where fetch puts the data sets (dvc.yaml: the fetch stage's output)
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -124,7 +125,7 @@ def _stage_from_mirrors(spec: DatasetSpec, staging: Path) -> None:
             (got / name).replace(staging / name)
 
 
-def fetch(dataset: str, root: Path, local_dir: str | None = None) -> Path:
+def fetch(dataset: str, root: Path = RAW, local_dir: str | None = None) -> Path:
     """Make ``<root>/<ClassName>/raw`` hold the verified, decompressed IDX files.
 
     Sources, in order: ``local_dir`` (default: the registry's system package
@@ -193,7 +194,7 @@ class Tensors:
         return Tensors(self.x[index], self.y[index])
 
 
-def load(dataset: str, root: Path = Path("data/raw")) -> tuple[Tensors, Tensors]:
+def load(dataset: str, root: Path = RAW) -> tuple[Tensors, Tensors]:
     """The train and test sets as float tensors scaled to [0, 1]."""
     spec = get_spec(dataset)
     raw = Path(root) / spec.folder / "raw"

@@ -8,6 +8,7 @@ looks valid.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -17,6 +18,16 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 from dvclive import Live
+
+# Where every stage writes: reports/<stage>/ (tables, metrics, figures, run.json; in git)
+# and models/<stage>/ (trained models; DVC-cached). dvc.yaml declares the same paths.
+REPORTS = Path("reports")
+MODELS = Path("models")
+
+
+def stage_dirs(stage: str) -> tuple[Path, Path]:
+    """``(reports/<stage>, models/<stage>)``: the one place a stage's output paths come from."""
+    return REPORTS / stage, MODELS / stage
 
 
 @contextmanager
@@ -34,9 +45,23 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def finite_or_none(obj):
+    """``obj`` with every NaN/inf float replaced by None (JSON has no NaN; a missing value is null)."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (list, dict)):  # numpy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: Path | str, obj: Any) -> None:
+    """Strict JSON (NaN and inf become null), written atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
+        tmp.write_text(json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n")
 
 
 def write_table(path: Path | str, df: pd.DataFrame) -> None:

@@ -30,7 +30,7 @@ class ParamsError(ValueError):
     """params.yaml holds an unknown key, a wrong type or an impossible value."""
 
 
-class Section(BaseModel):
+class Schema(BaseModel):
     """Base of every stage's params: unknown keys are errors."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,7 +44,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Optimizer = Literal["sgd", "adam", "nadam"]
 
-S = TypeVar("S", bound=Section)
+S = TypeVar("S", bound=Schema)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -80,7 +80,7 @@ def _model_at(schema: type[BaseModel], loc: tuple) -> type[BaseModel]:
     return cls
 
 
-def _describe(errors: list[dict], stage: str, schema: type[Section]) -> str:
+def _describe(errors: list[dict], stage: str, schema: type[Schema]) -> str:
     lines = []
     for e in errors:
         key = ".".join(str(p) for p in (stage, *e["loc"]))
@@ -95,15 +95,25 @@ def _describe(errors: list[dict], stage: str, schema: type[Section]) -> str:
     return "invalid params.yaml:\n  " + "\n  ".join(lines)
 
 
-def load(stage: str, schema: type[S], path: Path | str = "params.yaml") -> S:
-    """Validate and return ``stage``'s section of ``path`` (profile applied)."""
-    path = Path(path)
+def _read(path: Path) -> dict:
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise ParamsError(f"cannot read {path}: {e}") from e
     if not isinstance(doc, dict):
         raise ParamsError(f"{path}: expected a mapping of sections")
+    return doc
+
+
+def profile(path: Path | str = "params.yaml") -> str:
+    """The profile ``path`` selects (``full`` when it names none)."""
+    return _read(Path(path)).get("profile", "full")
+
+
+def load(stage: str, schema: type[S], path: Path | str = "params.yaml") -> S:
+    """Validate and return ``stage``'s section of ``path`` (profile applied)."""
+    path = Path(path)
+    doc = _read(path)
 
     # Top-level keys: a section per stage of dvc.yaml, plus profile and smoke.
     stages = _stage_names(path.parent / "dvc.yaml") | {stage}
@@ -139,14 +149,14 @@ def resolve_device(device: str) -> "torch.device":  # noqa: F821
     return torch.device(device)
 
 
-class Experiment(Section):
+class Experiment(Schema):
     """Keys every experiment stage has."""
     dataset: DatasetName = "fashion_mnist"
     seeds: Seeds = [0, 1, 2]
     device: Device = "auto"  # auto: the GPU when one is present, else the CPU
 
 
-class Training(Section):
+class Training(Schema):
     """How one model is trained (see genstudy.training.fit)."""
     epochs: PositiveInt
     batch_size: PositiveInt

@@ -1,21 +1,18 @@
-"""The rendered report: one HTML page (offline) and the same content in Markdown.
+"""What an experiment's report section is made of, and how it reads a stage's outputs.
 
-The report reads only what the stages wrote (tables, metrics, figures, run
-records) and the reference numbers in ``references.yaml``; it never
-recomputes a result. What each experiment's section says (its question, its
-table, its verdict) comes from :mod:`genstudy.sections`.
+Each experiment module builds its :class:`Section` (question, table rows of our
+numbers beside the notebook's, verdict) from its stage's outputs
+(:class:`Outputs`) and ``references.yaml``; :mod:`genstudy.render` renders the
+sections as the report. Nothing here recomputes a result.
 """
 
 from __future__ import annotations
 
-import html
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 
 @dataclass
@@ -76,164 +73,38 @@ class Outputs:
     def run(self) -> dict:
         return self.json("run.json")
 
+    @property
+    def params(self) -> dict:
+        """The effective parameters the stage ran with (recorded in its run.json)."""
+        return self.run().get("params", {})
+
+    @property
+    def profile(self) -> str:
+        return self.run().get("profile", "full")
+
     def figures(self) -> list[Path]:
         return sorted(p.relative_to(self.dir.parent) for p in (self.dir / "figures").glob("*.png"))
 
 
-def stage_params(stage: str, params_path: Path = Path("params.yaml")) -> dict:
-    """The section a stage ran with: its own keys, with the smoke overrides merged under profile smoke."""
-    from .params import _merge
-    doc = yaml.safe_load(params_path.read_text()) or {}
-    section = doc.get(stage) or {}
-    if doc.get("profile") == "smoke":
-        section = _merge(section, (doc.get("smoke") or {}).get(stage) or {})
-    return section
+def ref_text(refs: dict, stage: str, key: str, digits: int = 4) -> str:
+    """A reference number of ``references.yaml`` as the table shows it ('' when there is none)."""
+    r = (refs.get(stage) or {}).get(key)
+    if not r or r.get("value") is None:
+        return ""
+    s = f"{r['value']:.{digits}g}" if isinstance(r["value"], float) else str(r["value"])
+    return s + (f" ± {r['std']}" if r.get("std") is not None else "")
 
 
-def _flatten(d, prefix=""):
-    out = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix[:-1]] = d
-    return out
+def ref_value(refs: dict, stage: str, key: str) -> float:
+    return float(refs[stage][key]["value"])
 
 
-def params_diff(params_path: Path = Path("params.yaml"), rev: str = "HEAD") -> list[tuple[str, object, object]]:
-    """(key, committed value, value used) for every key the run changed against ``rev``'s params.yaml."""
-    try:
-        committed = subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True, text=True,
-                                   check=True, cwd=params_path.parent or ".").stdout
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return []
-    old = _flatten(yaml.safe_load(committed) or {})
-    new = _flatten(yaml.safe_load(params_path.read_text()) or {})
-    return [(k, old.get(k, "—"), new.get(k, "—")) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+def differs(a: pd.Series, b: pd.Series) -> bool:
+    """Means further apart than two standard errors of their difference (a rough test).
 
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "unknown"
-
-
-# --- rendering ----------------------------------------------------------------------------------
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.5}
-h1{border-bottom:2px solid #333}h2{margin-top:2.2em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;margin:1em 0;font-size:.92em;max-width:100%;display:block;overflow-x:auto}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}.verdict{background:#eef6ee;border-left:4px solid #4a4;padding:.5em 1em}
-.verdict.no{background:#fbeeee;border-left-color:#c44}.verdict.partly{background:#fbf6e6;border-left-color:#ca4}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555}details pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em}
-nav a{margin-right:1em}
-"""
-
-
-def _verdict_class(verdict: str) -> str:
-    v = verdict.lower()
-    if v.startswith("not reproduced"):
-        return "verdict no"
-    if v.startswith("reproduced qualitatively") or v.startswith("partly"):
-        return "verdict partly"
-    return "verdict"
-
-
-def render_html(sections: list[Section], summary: dict) -> str:
-    e = html.escape
-    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-             "<title>Why do neural networks generalize? Study report</title>",
-             f"<style>{CSS}</style></head><body>",
-             "<h1>Why do neural networks generalize? Study report</h1>",
-             "<nav>" + "".join(f"<a href='#{s.stage}'>{e(s.title)}</a>" for s in sections) +
-             "<a href='#run'>Run summary</a></nav>"]
-    for s in sections:
-        parts.append(f"<h2 id='{s.stage}'>{e(s.title)}</h2><p>{e(s.question)}</p>")
-        parts.append(f"<p class='{_verdict_class(s.verdict)}'><b>Verdict:</b> {e(s.verdict)}</p>")
-        parts.append("<table><tr><th>quantity</th><th>this study (mean ± std over seeds)</th>"
-                     "<th>the notebook / paper reported</th></tr>")
-        parts += [f"<tr><td>{e(r.quantity)}</td><td>{e(r.ours)}</td><td>{e(r.reported)}</td></tr>"
-                  for r in s.rows]
-        parts.append("</table>")
-        for note in s.notes:
-            parts.append(f"<p><i>{e(note)}</i></p>")
-        for f in s.figures:
-            parts.append(f"<figure><img src='{e(f.as_posix())}' alt='{e(f.stem)}' loading='lazy'>"
-                         f"<figcaption>{e(f.as_posix())}</figcaption></figure>")
-        cost = f" · stage time {s.wall_time_s:.0f} s" if s.wall_time_s is not None else ""
-        parts.append(f"<details><summary>Parameters used{cost}</summary><pre>"
-                     f"{e(yaml.safe_dump(s.params, sort_keys=False))}</pre></details>")
-    parts.append("<h2 id='run'>Run summary</h2>")
-    parts.append(_summary_html(summary))
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def _summary_html(summary: dict) -> str:
-    e = html.escape
-    rows = "".join(f"<tr><td>{e(st)}</td><td>{w:.0f}</td><td>{e(dev)}</td></tr>"
-                   for st, w, dev in summary["stages"])
-    out = [f"<p>git commit <code>{e(summary['commit'])}</code> · profile <code>{e(summary['profile'])}</code>"
-           f" · total stage time {summary['total_s'] / 60:.1f} min</p>",
-           f"<table><tr><th>stage</th><th>wall time (s)</th><th>device</th></tr>{rows}</table>",
-           "<p>" + " · ".join(f"{e(k)} {e(v)}" for k, v in summary["versions"].items()) + "</p>"]
-    if summary["params_diff"]:
-        diff = "".join(f"<tr><td>{e(k)}</td><td>{e(str(a))}</td><td>{e(str(b))}</td></tr>"
-                       for k, a, b in summary["params_diff"])
-        out.append("<h3>Parameters changed against the committed defaults</h3>"
-                   f"<table><tr><th>key</th><th>committed</th><th>this run</th></tr>{diff}</table>")
-    else:
-        out.append("<p>This run used the committed parameters.</p>")
-    return "\n".join(out)
-
-
-def _md_cell(x) -> str:
-    return str(x).replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(sections: list[Section], summary: dict) -> str:
-    out = ["# Why do neural networks generalize? Study report", ""]
-    for s in sections:
-        out += [f"## {s.title}", "", s.question, "", f"**Verdict:** {s.verdict}", "",
-                "| quantity | this study (mean ± std over seeds) | the notebook / paper reported |",
-                "| --- | --- | --- |"]
-        out += [f"| {_md_cell(r.quantity)} | {_md_cell(r.ours)} | {_md_cell(r.reported)} |" for r in s.rows]
-        out.append("")
-        out += [f"_{n}_\n" for n in s.notes]
-        out += [f"![{f.stem}]({f.as_posix()})" for f in s.figures]
-        cost = f" (stage time {s.wall_time_s:.0f} s)" if s.wall_time_s is not None else ""
-        out += ["", f"<details><summary>Parameters used{cost}</summary>", "", "```yaml",
-                yaml.safe_dump(s.params, sort_keys=False).rstrip(), "```", "</details>", ""]
-    out += ["## Run summary", "",
-            f"git commit `{summary['commit']}` · profile `{summary['profile']}` · "
-            f"total stage time {summary['total_s'] / 60:.1f} min", "",
-            "| stage | wall time (s) | device |", "| --- | --- | --- |"]
-    out += [f"| {st} | {w:.0f} | {_md_cell(dev)} |" for st, w, dev in summary["stages"]]
-    out += ["", " · ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
-    if summary["params_diff"]:
-        out += ["Parameters changed against the committed defaults:", "", "| key | committed | this run |",
-                "| --- | --- | --- |"]
-        out += [f"| {k} | {_md_cell(a)} | {_md_cell(b)} |" for k, a, b in summary["params_diff"]]
-    else:
-        out.append("This run used the committed parameters.")
-    return "\n".join(out) + "\n"
-
-
-def run_summary(reports: Path, stages: list[str], params_path: Path = Path("params.yaml")) -> dict:
-    runs = {st: Outputs(reports, st).run() for st in stages}
-    any_run = next((r for r in runs.values() if r), {})
-    profile = (yaml.safe_load(params_path.read_text()) or {}).get("profile", "full")
-    return {
-        "commit": git_commit(), "profile": profile,
-        "stages": [(st, r.get("wall_time_s", float("nan")), r.get("device", "?")) for st, r in runs.items()],
-        "total_s": sum(r.get("wall_time_s", 0.0) for r in runs.values()),
-        "versions": {k: any_run.get(k, "?") for k in ("python", "torch", "torchvision")},
-        "params_diff": params_diff(params_path),
-    }
+    With one seed there is no spread to compare against: only the sign counts.
+    """
+    import numpy as np
+    a, b = a.dropna(), b.dropna()
+    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(len(a), len(b)) > 1 else 0.0
+    return abs(a.mean() - b.mean()) > 2 * se

@@ -1,4 +1,4 @@
-"""transfer (E4): reuse model A's lower layers for task B, against training B from scratch.
+"""E4 transfer: reuse model A's lower layers for task B, against training B from scratch.
 
 Task A: the 8 classes other than ``b_classes`` (labels re-indexed 0..7);
 task B: ``b_classes[0]`` (label 0) vs ``b_classes[1]`` (label 1), on only
@@ -30,9 +30,11 @@ import torch
 from pydantic import Field, model_validator
 
 from genstudy import data, figures, models, outputs, params
-from genstudy.cli import run_stage
+from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value
 from genstudy.training import evaluate, fit, make_optimizer
 from genstudy.transfer import fine_tune, transferred_model
+
+# --- params -----------------------------------------------------------------------------------
 
 ClassId = Annotated[int, Field(ge=0, le=9)]
 
@@ -41,7 +43,7 @@ class Net(params.Training):
     sizes: Annotated[list[params.PositiveInt], Field(min_length=2)]
 
 
-class Transferred(params.Section):
+class Transferred(params.Schema):
     reuse_upto: str = "act3"               # last copied layer of model A
     head: Annotated[list[params.PositiveInt], Field(min_length=1)] = [80, 1]
     frozen_epochs: Annotated[int, Field(ge=0)] = 4
@@ -52,7 +54,7 @@ class Transferred(params.Section):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
-class TransferParams(params.Experiment):
+class Params(params.Experiment):
     seeds: params.Seeds = [0, 1, 2, 3, 4]
     val_fraction: params.Fraction = 0.25
     split_seed: Annotated[int, Field(ge=0)] = 42
@@ -78,9 +80,7 @@ class TransferParams(params.Experiment):
         return self
 
 
-OUT = Path("reports/transfer")
-MODELS = Path("models/transfer")
-
+# --- run --------------------------------------------------------------------------------------
 
 def b_subset(b_train: data.Tensors, n: int, how: str, seed: int) -> data.Tensors:
     if n > len(b_train):
@@ -91,8 +91,7 @@ def b_subset(b_train: data.Tensors, n: int, how: str, seed: int) -> data.Tensors
     return b_train.take(torch.randperm(len(b_train), generator=g)[:n])
 
 
-def main() -> None:
-    p = params.load("transfer", TransferParams)
+def run(p: Params, out: Path, models_dir: Path) -> None:
     device = params.resolve_device(p.device)
     train_all, test = data.load(p.dataset)
     train, val = data.split(train_all, p.val_fraction, p.split_seed)
@@ -100,7 +99,7 @@ def main() -> None:
         data.split_tasks(d, p.b_classes) for d in (train, val, test))
     a_train = a_train.head(p.a_train_size).to(device)
     a_val, a_test, b_val, b_test = (d.to(device) for d in (a_val, a_test, b_val, b_test))
-    live = outputs.open_live(OUT / "live")
+    live = outputs.open_live(out / "live")
     rows, curves = [], []
     tr = p.transferred
 
@@ -113,7 +112,7 @@ def main() -> None:
                      "final_val_acc": history[-1]["val_acc"] if history else float("nan"),
                      "diverged": any(r.diverged for r in results),
                      "wall_time": sum(r.wall_time for r in results)})
-        outputs.save_model(MODELS / f"{arm}_s{seed}.pt", model, arm=arm, seed=seed)
+        outputs.save_model(models_dir / f"{arm}_s{seed}.pt", model, arm=arm, seed=seed)
         print(f"transfer: {arm}_s{seed} task {task} test_acc={test_acc:.4f} "
               f"({rows[-1]['wall_time']:.0f}s)")
 
@@ -153,23 +152,25 @@ def main() -> None:
     live.end()
 
     df = pd.DataFrame(rows)
-    outputs.write_table(OUT / "results.csv", df)
+    outputs.write_table(out / "results.csv", df)
     curves_df = pd.DataFrame(curves)
-    outputs.write_table(OUT / "curves.csv", curves_df)
+    outputs.write_table(out / "curves.csv", curves_df)
     wide = df[df.task == "B"].pivot(index="seed", columns="arm", values="test_acc")
     gain = (wide["transferred"] - wide["scratch"]).rename("gain").reset_index()
-    outputs.write_json(OUT / "metrics.json", {
+    outputs.write_json(out / "metrics.json", {
         "summary": outputs.summary_dict(df, "arm", ["test_acc", "test_loss"]),
         "transfer_gain": outputs.summary_dict(gain.assign(k="transferred_minus_scratch"), "k",
                                               ["gain"])["transferred_minus_scratch"]["gain"],
         "per_seed": {f"{r.arm}_s{r.seed}": {"test_acc": r.test_acc} for r in df.itertuples()},
     })
     figures.setup()
-    plot_arms(df)
-    plot_curves(curves_df, tr.frozen_epochs)
+    plot_arms(df, out / "figures")
+    plot_curves(curves_df, tr.frozen_epochs, out / "figures")
 
 
-def plot_arms(df: pd.DataFrame) -> None:
+# --- figures ----------------------------------------------------------------------------------
+
+def plot_arms(df: pd.DataFrame, fig_dir: Path) -> None:
     b = df[df.task == "B"]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for seed, g in b.groupby("seed"):
@@ -180,10 +181,10 @@ def plot_arms(df: pd.DataFrame) -> None:
     ax.set(xlabel="", ylabel="task-B test accuracy",
            title=f"E4: from scratch vs transferred\n(grey: one seed each, n={b.seed.nunique()}; "
                  "red: mean ± sd)")
-    figures.save(fig, OUT / "figures", "arms")
+    figures.save(fig, fig_dir, "arms")
 
 
-def plot_curves(curves: pd.DataFrame, frozen_epochs: int) -> None:
+def plot_curves(curves: pd.DataFrame, frozen_epochs: int, fig_dir: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     b = curves[curves.arm != "model_a"]
     sns.lineplot(data=b, x="epoch", y="test_acc", hue="arm", units="seed", estimator=None,
@@ -198,8 +199,33 @@ def plot_curves(curves: pd.DataFrame, frozen_epochs: int) -> None:
     a["curve"] = a["curve"].map({"train_acc": "train (running)", "val_acc": "validation"})
     sns.lineplot(data=a, x="epoch", y="accuracy", hue="curve", errorbar="sd", ax=axes[1])
     axes[1].set(xlabel="epoch", ylabel="task-A accuracy", title="model A on task A (band: ± sd over seeds)")
-    figures.save(fig, OUT / "figures", "learning_curves")
+    figures.save(fig, fig_dir, "learning_curves")
 
 
-if __name__ == "__main__":
-    run_stage(main)
+# --- report -----------------------------------------------------------------------------------
+
+def section(out: Outputs, refs: dict) -> Section:
+    df = out.table()
+    b = df[df.task == "B"].pivot(index="seed", columns="arm", values="test_acc")
+    gain = b["transferred"] - b["scratch"]
+    wins = int((gain > 0).sum())
+    rows = [Row("task B test accuracy, from scratch", fmt_series(b["scratch"]), ref_text(refs, "transfer", "scratch_test_acc")),
+            Row("task B test accuracy, transferred", fmt_series(b["transferred"]),
+                ref_text(refs, "transfer", "transferred_test_acc")),
+            Row("gain of transfer (per seed)", fmt_series(gain),
+                f"{ref_value(refs, 'transfer', 'transferred_test_acc') - ref_value(refs, 'transfer', 'scratch_test_acc'):.4f}"),
+            Row("seeds where transfer wins", f"{wins} of {len(gain)}"),
+            Row("model A, task A test accuracy", fmt_series(df[df.arm == "model_a"].test_acc),
+                ref_text(refs, "transfer", "model_a_test_acc"))]
+    if gain.mean() > 0 and wins > len(gain) / 2:
+        verdict = (f"reproduced qualitatively: transfer helps on {wins} of {len(gain)} seeds, by "
+                   f"{gain.mean():.3f} ± {gain.std(ddof=1) if len(gain) > 1 else 0:.3f} on average "
+                   f"(the notebook's single run: {ref_value(refs, 'transfer', 'transferred_test_acc') - ref_value(refs, 'transfer', 'scratch_test_acc'):.3f}).")
+    else:
+        verdict = f"not reproduced: transfer helps on only {wins} of {len(gain)} seeds (mean gain {gain.mean():.3f})."
+    return Section(
+        "transfer", "E4 Transfer learning",
+        "Does reusing the lower layers of a model trained on 8 Fashion-MNIST classes help learn "
+        f"coat vs sandal from 100 images? The notebook's single run said yes "
+        f"({ref_text(refs, 'transfer', 'scratch_test_acc')} -> {ref_text(refs, 'transfer', 'transferred_test_acc')}); "
+        "we run several seeds to see the spread.", rows, verdict)

@@ -1,4 +1,4 @@
-"""probes: E7, linear classifier probes (Alain & Bengio 2016, figures 5 and 8).
+"""E7 probes: linear classifier probes (Alain & Bengio 2016, figures 5 and 8).
 
 Figure 5: the convnet's ten probe points, probed at random init and after
 training, over the configured seeds. Figure 8: the deep skip MLP, probed after
@@ -17,14 +17,14 @@ import seaborn as sns
 from pydantic import Field, field_validator
 
 from genstudy import data, figures, models, outputs, params
-from genstudy.cli import run_stage
+from genstudy.report import Outputs, Row, Section, ref_text
 from genstudy.probes import ProbeConfig, steps_per_epoch, train_probes
 from genstudy.training import evaluate, fit, lr_decay, make_optimizer
 
 Decay = Annotated[float, Field(gt=0, le=1)]
 
 
-class ProbeParams(params.Section):
+class ProbeParams(params.Schema):
     train_size: params.PositiveInt | None  # first N train images for the probes (val split inside)
     test_size: params.PositiveInt | None   # first N test images for the probes' test error
     val_fraction: params.Fraction
@@ -40,7 +40,7 @@ class ConvnetParams(params.Training):
     lr_decay: Decay                        # lr multiplied by this after every epoch
 
 
-class DeepMLPParams(params.Section):
+class DeepMLPParams(params.Schema):
     seeds: params.Seeds
     depth: params.PositiveInt
     width: params.PositiveInt
@@ -62,22 +62,20 @@ class DeepMLPParams(params.Section):
         return v
 
 
-class ProbesParams(params.Experiment):
+class Params(params.Experiment):
     probe: ProbeParams
     convnet: ConvnetParams
     deep_mlp: DeepMLPParams
 
 
-OUT = Path("reports/probes")
-MODELS = Path("models/probes")
-
+# --- run --------------------------------------------------------------------------------------
 
 def probe_config(p: ProbeParams) -> ProbeConfig:
     return ProbeConfig(epochs=p.epochs, patience=p.patience, batch_size=p.batch_size, lr=p.lr,
                        val_fraction=p.val_fraction, cache_bytes=int(p.cache_mb * 2**20))
 
 
-def figure5(p: ProbesParams, train_all, probe_train, test, device, live):
+def figure5(p: Params, train_all, probe_train, test, device, live, models_dir: Path):
     cfg, c = probe_config(p.probe), p.convnet
     train = train_all.head(c.train_size).to(device)
     rows, runs = [], []
@@ -91,7 +89,7 @@ def figure5(p: ProbesParams, train_all, probe_train, test, device, live):
                           seed=seed, eval_sets={"test": test}, desc=f"convnet_s{seed}",
                           callbacks=[lr_decay(opt, c.lr_decay),
                                      outputs.live_callback(live, f"convnet_s{seed}")])
-                outputs.save_model(MODELS / f"convnet_s{seed}.pt", model, seed=seed,
+                outputs.save_model(models_dir / f"convnet_s{seed}.pt", model, seed=seed,
                                    params=c.model_dump())
             t0 = time.perf_counter()
             probe_rows = train_probes(model, models.CONVNET_E7_POINTS, probe_train, test, cfg, seed,
@@ -110,7 +108,7 @@ def figure5(p: ProbesParams, train_all, probe_train, test, device, live):
     return pd.DataFrame(rows), runs
 
 
-def figure8(p: ProbesParams, train_all, probe_train, test, device, live):
+def figure8(p: Params, train_all, probe_train, test, device, live, models_dir: Path):
     cfg, d = probe_config(p.probe), p.deep_mlp
     k = steps_per_epoch(d.snapshot_steps, d.batch_size, len(train_all))
     train = train_all.head(k * d.batch_size).to(device)  # every epoch is exactly k minibatches
@@ -130,7 +128,7 @@ def figure8(p: ProbesParams, train_all, probe_train, test, device, live):
                           callbacks=[decay, outputs.live_callback(live, f"deep_mlp_s{seed}")])
                 diverged, train_time = res.diverged, train_time + res.wall_time
                 done = steps
-            outputs.save_model(MODELS / f"deep_mlp_s{seed}_step{steps}.pt", model, seed=seed,
+            outputs.save_model(models_dir / f"deep_mlp_s{seed}_step{steps}.pt", model, seed=seed,
                                steps=steps, params=d.model_dump())
             t0 = time.perf_counter()
             probe_rows = train_probes(model, points, probe_train, test, cfg, seed,
@@ -148,58 +146,30 @@ def figure8(p: ProbesParams, train_all, probe_train, test, device, live):
     return pd.DataFrame(rows), runs
 
 
-def plot5(df: pd.DataFrame) -> None:
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    sns.lineplot(df, x="point", y="test_error", hue="snapshot", marker="o", errorbar="sd", ax=ax,
-                 sort=False)
-    ax.set(xlabel="probe point (in forward order)", ylabel="probe test error (fraction)",
-           title=f"Figure 5: linear probes on the convnet (mean ± sd over {df.seed.nunique()} seeds)")
-    ax.tick_params(axis="x", rotation=30)
-    figures.save(fig, OUT / "figures", "fig5_convnet_probes")
-
-
-def plot8(df: pd.DataFrame, skip_layer: int) -> None:
-    snaps = list(dict.fromkeys(df.snapshot))
-    fig, axes = plt.subplots(len(snaps), 1, figsize=(10, 2.6 * len(snaps)), sharex=True, sharey=True,
-                             squeeze=False)
-    for ax, snap in zip(axes[:, 0], snaps):
-        part = df[df.snapshot == snap]
-        sns.lineplot(part, x="depth", y="test_error", errorbar="sd", ax=ax, marker=".")
-        ax.axhline(0.9, ls=":", c="gray", label="chance (10 classes)")
-        if skip_layer:
-            ax.axvline(skip_layer, ls="--", c="C3", label=f"input joins layer {skip_layer}")
-        ax.set(ylabel="probe test error", title=f"after {snap}", ylim=(0, 1))
-    axes[0, 0].legend(loc="lower left")
-    axes[-1, 0].set_xlabel("probe after layer (0 = input)")
-    fig.suptitle("Figure 8: linear probes on the deep skip MLP", fontweight="bold")
-    figures.save(fig, OUT / "figures", "fig8_deep_mlp_probes")
-
-
-def main() -> None:
-    p = params.load("probes", ProbesParams)
+def run(p: Params, out: Path, models_dir: Path) -> None:
     device = params.resolve_device(p.device)
     train_all, test = data.load(p.dataset)
     probe_train = train_all.head(p.probe.train_size).to(device)
     test = test.head(p.probe.test_size).to(device)
-    live = outputs.open_live(OUT / "live")
+    live = outputs.open_live(out / "live")
     figures.setup()
     t0 = time.perf_counter()
-    fig5, runs5 = figure5(p, train_all, probe_train, test, device, live)
+    fig5, runs5 = figure5(p, train_all, probe_train, test, device, live, models_dir)
     t5 = time.perf_counter() - t0
-    fig8, runs8 = figure8(p, train_all, probe_train, test, device, live)
+    fig8, runs8 = figure8(p, train_all, probe_train, test, device, live, models_dir)
     t8 = time.perf_counter() - t0 - t5
     live.end()
     columns = ["seed", "snapshot", "point", "depth", "features", "test_error", "train_error",
                "val_error", "test_loss", "epochs", "best_epoch", "diverged", "cached"]
-    outputs.write_table(OUT / "fig5.csv", fig5[columns])
-    outputs.write_table(OUT / "fig8.csv", fig8[["steps"] + columns])
+    outputs.write_table(out / "fig5.csv", fig5[columns])
+    outputs.write_table(out / "fig8.csv", fig8[["steps"] + columns])
     runs = pd.DataFrame(runs5 + runs8)
-    outputs.write_table(OUT / "results.csv", runs)
+    outputs.write_table(out / "results.csv", runs)
     fig5["key"] = fig5.snapshot + "/" + fig5.point
     d = p.deep_mlp
     before = fig8[(fig8.depth >= 1) & (fig8.depth < d.skip_layer)]
     after = fig8[fig8.depth >= max(d.skip_layer, 1)]
-    outputs.write_json(OUT / "metrics.json", {
+    outputs.write_json(out / "metrics.json", {
         "fig5": outputs.summary_dict(fig5, "key", ["test_error", "train_error"]),
         "fig5_model_test_acc": outputs.summary_dict(runs[runs.figure == "fig5"], "snapshot",
                                                     ["model_test_acc"]),
@@ -213,10 +183,82 @@ def main() -> None:
                  for snap, g in fig8.groupby("snapshot", sort=False)},
         "time_s": {"fig5": t5, "fig8": t8},
     })
-    plot5(fig5)
-    plot8(fig8, d.skip_layer)
+    plot5(fig5, out / "figures")
+    plot8(fig8, d.skip_layer, out / "figures")
     print(f"probes: figure 5 took {t5:.0f}s, figure 8 {t8:.0f}s")
 
 
-if __name__ == "__main__":
-    run_stage(main)
+# --- figures ----------------------------------------------------------------------------------
+
+def plot5(df: pd.DataFrame, fig_dir: Path) -> None:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    sns.lineplot(df, x="point", y="test_error", hue="snapshot", marker="o", errorbar="sd", ax=ax,
+                 sort=False)
+    ax.set(xlabel="probe point (in forward order)", ylabel="probe test error (fraction)",
+           title=f"Figure 5: linear probes on the convnet (mean ± sd over {df.seed.nunique()} seeds)")
+    ax.tick_params(axis="x", rotation=30)
+    figures.save(fig, fig_dir, "fig5_convnet_probes")
+
+
+def plot8(df: pd.DataFrame, skip_layer: int, fig_dir: Path) -> None:
+    snaps = list(dict.fromkeys(df.snapshot))
+    fig, axes = plt.subplots(len(snaps), 1, figsize=(10, 2.6 * len(snaps)), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, snap in zip(axes[:, 0], snaps):
+        part = df[df.snapshot == snap]
+        sns.lineplot(part, x="depth", y="test_error", errorbar="sd", ax=ax, marker=".")
+        ax.axhline(0.9, ls=":", c="gray", label="chance (10 classes)")
+        if skip_layer:
+            ax.axvline(skip_layer, ls="--", c="C3", label=f"input joins layer {skip_layer}")
+        ax.set(ylabel="probe test error", title=f"after {snap}", ylim=(0, 1))
+    axes[0, 0].legend(loc="lower left")
+    axes[-1, 0].set_xlabel("probe after layer (0 = input)")
+    fig.suptitle("Figure 8: linear probes on the deep skip MLP", fontweight="bold")
+    figures.save(fig, fig_dir, "fig8_deep_mlp_probes")
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def section(out: Outputs, refs: dict) -> Section:
+    f5 = out.table("fig5.csv")
+    f8 = out.table("fig8.csv")
+    rows = []
+    for snap, g in f5.groupby("snapshot", sort=False):
+        m = g.groupby("point", sort=False).test_error
+        rows.append(Row(f"figure 5, {snap}: probe test error input → logits",
+                        " → ".join(f"{v:.2f}" for v in m.mean().values)))
+    trained = f5[f5.snapshot == "trained"].groupby("point", sort=False).test_error.mean()
+    skip = int(out.params["deep_mlp"]["skip_layer"])
+    for snap, g in f8.groupby("snapshot", sort=False):
+        before = g[(g.depth >= 1) & (g.depth < skip)].test_error
+        after = g[g.depth >= skip].test_error
+        rows.append(Row(f"figure 8, {snap}: mean probe test error, layers 1–{skip - 1} / {skip}+",
+                        f"{before.mean():.3f} / {after.mean():.3f}",
+                        f"near chance ({ref_text(refs, 'probes', 'chance_test_error')}) / improving"))
+    fig5_ok = len(trained) > 1 and trained.iloc[-1] < trained.iloc[0]
+    last, first = f8[f8.steps == f8.steps.max()], f8[f8.steps == f8.steps.min()]
+
+    def before(g):
+        return g[(g.depth >= 1) & (g.depth < skip)].test_error.mean()
+
+    def after(g):
+        return g[g.depth >= skip].test_error.mean()
+    # Figure 8's pattern: the net learns through the skip path (the layers after it improve)
+    # and ignores the layers before it (their probes do not improve).
+    skip_path = after(last) < after(first) - 0.05 and before(last) > before(first) - 0.05
+    near_chance = before(last) > 0.8
+    parts = [f"figure 5b {'holds' if fig5_ok else 'does not hold'} (trained probe error "
+             f"{'falls' if fig5_ok else 'does not fall'} from input {trained.iloc[0]:.2f} to logits {trained.iloc[-1]:.2f})",
+             f"figure 8: the probes after the skip go from {after(first):.2f} to {after(last):.2f} and those "
+             f"of layers 1-{skip - 1} from {before(first):.2f} to {before(last):.2f}, "
+             + ("the net learns through the skip path" if skip_path else "not the skip-path pattern")
+             + ("" if near_chance else " (but layers 1-63 are not near chance: random layers keep label information)")]
+    n_ok = fig5_ok + skip_path
+    verdict = ("reproduced: " if n_ok == 2 and near_chance else
+               "reproduced qualitatively: " if n_ok else "not reproduced: ") + "; ".join(parts) + "."
+    return Section(
+        "probes", "E7 Linear classifier probes",
+        "How linearly separable are the classes at each depth of a network (Alain & Bengio 2016)? "
+        "A linear probe on the frozen activations of each layer, before and after training; and a "
+        "'pathologically deep' 128-layer MLP whose input also skips to layer 64.",
+        rows, verdict)

@@ -23,7 +23,7 @@ from typing import Callable
 from torch import nn
 
 from .data import Tensors
-from .sweeps import fit_stack
+from .stacked import fit_stack
 from .training import RunResult
 
 Key = tuple[float, int, int]  # (lr, batch, seed)
@@ -100,14 +100,3 @@ def row(sweep: str, key: Key, epochs: int, res: RunResult) -> dict:
         "wall_time": sum(res.epoch_times[:epochs]),  # its share of its stack's training time
         "run_epochs": len(res.epoch_times),          # epochs the underlying run trained
     }
-
-
-def finite_or_none(obj):
-    """``obj`` with every NaN/inf float replaced by None (JSON has no NaN; a missing value is null)."""
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

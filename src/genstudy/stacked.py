@@ -220,11 +220,11 @@ def default_max_stack(model: nn.Module, device: torch.device) -> int | None:
 
 def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch_size: int,
               lrs: Sequence[float], seeds: Sequence[int], momentum: float = 0.0,
-              loss: str = "ce", eval_sets: dict[str, Tensors] | None = None,
+              eval_sets: dict[str, Tensors] | None = None,
               eval_epochs: Collection[int] | None = None, callbacks: Iterable[StackCallback] = (),
               max_stack: int | Literal["auto"] | None = "auto", desc: str | None = None,
               progress: bool = True) -> list[RunResult]:
-    """Train ``models`` (same-shaped MLPs) in place, together, with SGD (+ momentum).
+    """Train ``models`` (same-shaped MLPs) in place, together, with SGD (+ momentum) on cross-entropy.
 
     Model ``k`` trains with learning rate ``lrs[k]`` and the batch order of
     ``seeds[k]``; its :class:`RunResult` is what :func:`training.fit` would
@@ -237,8 +237,6 @@ def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch
     in one; "auto": :func:`default_max_stack`). Results do not depend
     on it: every operation of a step is per model.
     """
-    if loss != "ce":
-        raise ValueError(f"fit_stack supports the 'ce' loss only (got {loss!r})")
     k_all = len(models)
     if not (len(lrs) == len(seeds) == k_all) or k_all == 0:
         raise ValueError("fit_stack needs one lr and one seed per model")

@@ -1,4 +1,4 @@
-"""regularization (E3): the MLP 784-300-100-10 with and without each regularizer.
+"""E3 regularization: the MLP 784-300-100-10 with and without each regularizer.
 
 Data: the 75/25 train/validation split of the train set (``split_seed``),
 standardised per pixel with the train split's statistics; the test set the
@@ -24,14 +24,16 @@ import torch
 from pydantic import Field, model_validator
 
 from genstudy import data, figures, models, outputs, params, uncertainty
-from genstudy.cli import run_stage
 from genstudy.objectives import max_norm, penalized
+from genstudy.report import Outputs, Row, Section, fmt_series, ref_text
 from genstudy.training import evaluate, fit, make_optimizer
+
+# --- params -----------------------------------------------------------------------------------
 
 NonNegFloat = Annotated[float, Field(ge=0)]
 
 
-class Variant(params.Section):
+class Variant(params.Schema):
     activation: Literal["relu", "selu"] = "relu"
     init: Literal[models.INITS] = "he_normal"  # type: ignore[valid-type]
     l1: NonNegFloat = 0.0                 # l1 * sum|W| over every kernel (not biases)
@@ -42,7 +44,7 @@ class Variant(params.Section):
     mc_dropout_of: str | None = None      # train nothing: MC-evaluate this variant's models
 
 
-class RegularizationParams(params.Experiment):
+class Params(params.Experiment):
     val_fraction: params.Fraction = 0.25
     split_seed: Annotated[int, Field(ge=0)] = 42
     train_size: params.PositiveInt | None = None  # first N of the train split; null: all
@@ -74,9 +76,7 @@ class RegularizationParams(params.Experiment):
         return self
 
 
-OUT = Path("reports/regularization")
-MODELS = Path("models/regularization")
-
+# --- run --------------------------------------------------------------------------------------
 
 def build(v: Variant, sizes: list[int]) -> torch.nn.Sequential:
     return models.mlp(sizes, activation=v.activation, dropout=v.dropout,
@@ -107,8 +107,7 @@ def mc_rows(name, base, seed, model, test, val_row, passes):
     return row, pd.concat(per_example)
 
 
-def main() -> None:
-    p = params.load("regularization", RegularizationParams)
+def run(p: Params, out: Path, models_dir: Path) -> None:
     device = params.resolve_device(p.device)
     train_all, test = data.load(p.dataset)
     train, val = data.split(train_all, p.val_fraction, p.split_seed)
@@ -117,20 +116,20 @@ def main() -> None:
     test = test.head(p.test_size).to(device)
     hidden = [f"fc{i}" for i in range(1, len(p.sizes) - 1)]
     t = p.training
-    live = outputs.open_live(OUT / "live")
+    live = outputs.open_live(out / "live")
     rows, curves, entropies = [], [], []
     mc_variants = {n: p.definitions[n].mc_dropout_of for n in p.variants
                    if p.definitions[n].mc_dropout_of}
     for name in (n for n in p.variants if n not in mc_variants):
         v = p.definitions[name]
         for seed in p.seeds:
-            run = f"{name}_s{seed}"
+            tag = f"{name}_s{seed}"
             model = models.seeded(seed, build, v, p.sizes).to(device)
             res = fit(model, train, epochs=t.epochs, batch_size=t.batch_size,
                       optimizer=make_optimizer(model.parameters(), t.optimizer, t.lr, t.momentum),
                       seed=seed, objective=penalized(v.l1, v.l2),
                       constraints=[max_norm(v.max_norm, hidden)] if v.max_norm else [],
-                      eval_sets={"val": val}, callbacks=[outputs.live_callback(live, run)], desc=run)
+                      eval_sets={"val": val}, callbacks=[outputs.live_callback(live, tag)], desc=tag)
             hist = pd.DataFrame(res.history)
             curves.append(hist.assign(variant=name, seed=seed))
             train_acc = evaluate(model, train)[1]
@@ -145,9 +144,9 @@ def main() -> None:
                    "final_train_loss": res.final.get("train_loss", float("nan")),
                    "diverged": res.diverged, "wall_time": res.wall_time}
             rows.append(row)
-            outputs.save_model(MODELS / f"{run}.pt", model, variant=name, seed=seed,
+            outputs.save_model(models_dir / f"{tag}.pt", model, variant=name, seed=seed,
                                params=v.model_dump(), sizes=p.sizes)
-            print(f"regularization: {run} test_acc={test_acc:.4f} best_val={row['best_val_acc']:.4f} "
+            print(f"regularization: {tag} test_acc={test_acc:.4f} best_val={row['best_val_acc']:.4f} "
                   f"gap={row['gap']:+.4f} ({res.wall_time:.0f}s)")
             for mc_name, base in mc_variants.items():
                 if base == name and not res.diverged:
@@ -161,8 +160,8 @@ def main() -> None:
     live.end()
     df = pd.DataFrame(rows)
     curves_df = pd.concat(curves, ignore_index=True)
-    outputs.write_table(OUT / "results.csv", df)
-    outputs.write_table(OUT / "curves.csv", curves_df)
+    outputs.write_table(out / "results.csv", df)
+    outputs.write_table(out / "curves.csv", curves_df)
     cols = ["test_acc", "best_val_acc", "final_val_acc", "train_acc", "gap"]
     metrics = {"summary": outputs.summary_dict(df, "variant", cols)}
     for name in metrics["summary"]:  # an MC variant has no train accuracy of its own
@@ -174,15 +173,17 @@ def main() -> None:
         metrics["mc_dropout"] = outputs.summary_dict(
             mc_df, "variant", ["mc_entropy_correct", "mc_entropy_wrong", "mc_error_auroc",
                                "plain_error_auroc"])
-    outputs.write_json(OUT / "metrics.json", metrics)
+    outputs.write_json(out / "metrics.json", metrics)
     figures.setup()
-    plot_curves(curves_df)
-    plot_summary(df)
+    plot_curves(curves_df, out / "figures")
+    plot_summary(df, out / "figures")
     if entropies:
-        plot_entropy(pd.concat(entropies, ignore_index=True), p.mc_passes)
+        plot_entropy(pd.concat(entropies, ignore_index=True), p.mc_passes, out / "figures")
 
 
-def plot_curves(curves: pd.DataFrame) -> None:
+# --- figures ----------------------------------------------------------------------------------
+
+def plot_curves(curves: pd.DataFrame, fig_dir: Path) -> None:
     long = curves.melt(id_vars=["variant", "seed", "epoch"], value_vars=["train_acc", "val_acc"],
                        var_name="curve", value_name="accuracy")
     long["curve"] = long["curve"].map({"train_acc": "train (running, regularized)",
@@ -191,15 +192,15 @@ def plot_curves(curves: pd.DataFrame) -> None:
                     kind="line", errorbar="sd", height=2.8, aspect=1.2)
     g.set_axis_labels("epoch", "accuracy").set_titles("{col_name}")
     g.figure.suptitle("E3: train and validation accuracy per variant (mean ± sd over seeds)", y=1.03)
-    figures.save(g.figure, OUT / "figures", "val_curves")
+    figures.save(g.figure, fig_dir, "val_curves")
     fig, ax = plt.subplots(figsize=(8, 5))
     sns.lineplot(data=curves, x="epoch", y="val_acc", hue="variant", errorbar="sd", ax=ax)
     ax.set(xlabel="epoch", ylabel="validation accuracy",
            title="E3: validation accuracy per variant (band: ± sd over seeds)")
-    figures.save(fig, OUT / "figures", "val_acc_all")
+    figures.save(fig, fig_dir, "val_acc_all")
 
 
-def plot_summary(df: pd.DataFrame) -> None:
+def plot_summary(df: pd.DataFrame, fig_dir: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     order = list(dict.fromkeys(df.variant))
     for ax, col, label in ((axes[0], "test_acc", "test accuracy"),
@@ -212,10 +213,10 @@ def plot_summary(df: pd.DataFrame) -> None:
     axes[0].set_ylim(max(0.0, lo - 0.05), min(1.0, df.test_acc.max() + 0.02))
     axes[0].set_title("final test accuracy (dots: seeds)")
     axes[1].set_title("generalization gap after the last epoch")
-    figures.save(fig, OUT / "figures", "test_acc_gap")
+    figures.save(fig, fig_dir, "test_acc_gap")
 
 
-def plot_entropy(ent: pd.DataFrame, passes: int) -> None:
+def plot_entropy(ent: pd.DataFrame, passes: int, fig_dir: Path) -> None:
     ent = ent.assign(prediction=ent.correct.map({True: "correct", False: "wrong"}),
                      method=ent.method.map({"plain": "dropout off (one pass)",
                                             "mc": f"MC dropout ({passes} passes)"}))
@@ -223,8 +224,33 @@ def plot_entropy(ent: pd.DataFrame, passes: int) -> None:
                     stat="density", common_norm=False, element="step", bins=40, height=3.5, aspect=1.3)
     g.set_axis_labels("predictive entropy (nats)", "density").set_titles("{col_name}")
     g.figure.suptitle("E3: uncertainty of correct vs wrong test predictions (all seeds)", y=1.04)
-    figures.save(g.figure, OUT / "figures", "mc_entropy")
+    figures.save(g.figure, fig_dir, "mc_entropy")
 
 
-if __name__ == "__main__":
-    run_stage(main)
+# --- report -----------------------------------------------------------------------------------
+
+def section(out: Outputs, refs: dict) -> Section:
+    df = out.table()
+    rows = []
+    for v, g in df.groupby("variant", sort=False):
+        ref = ref_text(refs, "regularization", "dropout_test_acc") + " (2 epochs)" if v == "dropout" else ""
+        gap = fmt_series(g.gap, 3) if g.gap.notna().any() else "—"
+        rows.append(Row(f"{v}: test accuracy / best validation accuracy / train-validation gap",
+                        f"{fmt_series(g.test_acc, 3)} / {fmt_series(g.best_val_acc, 3)} / {gap}", ref))
+    mc = df[df.trained_as != df.variant]
+    if len(mc) and "mc_entropy_correct" in mc:
+        rows.append(Row("MC dropout: predictive entropy, correct / wrong predictions (nats)",
+                        f"{fmt_series(mc.mc_entropy_correct, 3)} / {fmt_series(mc.mc_entropy_wrong, 3)}"))
+    none = df[df.variant == "none"]
+    regs = df[(df.variant != "none") & df.gap.notna()].groupby("variant").gap.mean()
+    narrower = [v for v, gp in regs.items() if gp < none.gap.mean()]
+    best = df.groupby("variant", sort=False).test_acc.mean()
+    verdict = (f"reproduced qualitatively: {len(narrower)} of {len(regs)} regularizers narrow the "
+               f"train-validation gap of the unregularized model ({none.gap.mean():.3f}); the best test "
+               f"accuracy is {best.idxmax()}'s {best.max():.4f} (none: {best.get('none', float('nan')):.4f})."
+               if narrower else "not reproduced: no regularizer narrows the train-validation gap.")
+    return Section(
+        "regularization", "E3 Regularization",
+        "How much do L1/L2 penalties, dropout, MC dropout, SELU with AlphaDropout and max-norm "
+        "change over-fitting of an MLP 784-300-100-10, trained long enough to over-fit?",
+        rows, verdict)

@@ -1,4 +1,4 @@
-"""flatness (E1): does the batch size change flatness, input sensitivity and the gap?
+"""E1 flatness: does the batch size change flatness, input sensitivity and the gap?
 
 Trains the MLP 784-16-16-10 (Adam) for every batch size and seed on the first
 ``train_size`` train / ``test_size`` test images, then measures each model:
@@ -17,17 +17,19 @@ from matplotlib import pyplot as plt
 from pydantic import Field
 
 from genstudy import data, figures, measures, models, outputs, params
-from genstudy.cli import run_stage
+from genstudy.report import Outputs, Row, Section, differs as _differs, fmt_series, ref_text
 from genstudy.training import evaluate, fit, make_optimizer
 
+# --- params -----------------------------------------------------------------------------------
 
-class Sharpness(params.Section):
+
+class Sharpness(params.Schema):
     eps: params.PositiveFloat = 1e-3           # box half-width relative to |w_i| + 1
     steps: params.PositiveInt = 20             # projected sign-gradient ascent steps
     step_size: Annotated[float, Field(gt=0, le=1)] = 0.25  # per step, fraction of the box half-width
 
 
-class FlatnessParams(params.Experiment):
+class Params(params.Experiment):
     train_size: params.PositiveInt = 3000
     test_size: params.PositiveInt = 1000
     batch_sizes: Annotated[list[params.PositiveInt], Field(min_length=1)] = [8, 64, 128, 512, 1024]
@@ -39,25 +41,23 @@ class FlatnessParams(params.Experiment):
     sharpness: Sharpness = Sharpness()
 
 
-OUT = Path("reports/flatness")
+# --- run --------------------------------------------------------------------------------------
 
-
-def main() -> None:
-    p = params.load("flatness", FlatnessParams)
+def run(p: Params, out: Path, models_dir: Path) -> None:
     if p.threads:
         torch.set_num_threads(p.threads)
     device = params.resolve_device(p.device)
     train_all, test_all = data.load(p.dataset)
     train, test = train_all.head(p.train_size).to(device), test_all.head(p.test_size).to(device)
-    live = outputs.open_live(OUT / "live")
+    live = outputs.open_live(out / "live")
     rows, curves, sens_rows = [], [], []
     for bs in p.batch_sizes:
         for seed in p.seeds:
-            run = f"bs{bs}_s{seed}"
+            tag = f"bs{bs}_s{seed}"
             model = models.seeded(seed, models.mlp, [784, 16, 16, 10]).to(device)
             opt = make_optimizer(model.parameters(), p.optimizer, p.lr, fused=p.fused)
             res = fit(model, train, epochs=p.epochs, batch_size=bs, optimizer=opt, seed=seed,
-                      eval_sets={"test": test}, desc=run, callbacks=[outputs.live_callback(live, run)])
+                      eval_sets={"test": test}, desc=tag, callbacks=[outputs.live_callback(live, tag)])
             curves += [{"batch_size": bs, "seed": seed, **h} for h in res.history]
             train_loss, train_acc = evaluate(model, train)
             test_loss, test_acc = evaluate(model, test)
@@ -74,20 +74,22 @@ def main() -> None:
                          "sensitivity_std": sens.std().item() if len(sens) > 1 else 0.0,
                          "sharpness": sharp, "wall_time": res.wall_time,
                          "epoch_time": sum(res.epoch_times) / max(len(res.epoch_times), 1)})
-            print(f"flatness: {run} test_acc={test_acc:.4f} gap={train_acc - test_acc:+.4f} "
+            print(f"flatness: {tag} test_acc={test_acc:.4f} gap={train_acc - test_acc:+.4f} "
                   f"sensitivity={sens.mean():.3f} sharpness={sharp:.3f} ({res.wall_time:.0f}s)")
     live.end()
     df, sens_df, curves_df = pd.DataFrame(rows), pd.DataFrame(sens_rows), pd.DataFrame(curves)
-    outputs.write_table(OUT / "results.csv", df)
-    outputs.write_table(OUT / "sensitivity.csv", sens_df)
+    outputs.write_table(out / "results.csv", df)
+    outputs.write_table(out / "sensitivity.csv", sens_df)
     cols = ["test_acc", "train_acc", "gap", "sensitivity_mean", "sharpness"]
-    outputs.write_json(OUT / "metrics.json", {
+    outputs.write_json(out / "metrics.json", {
         "summary": outputs.summary_dict(df.assign(batch_size=df.batch_size.map("bs{}".format)),
                                         "batch_size", cols),
         "total_train_time_s": float(df.wall_time.sum()),
     })
-    draw(df, sens_df, curves_df, OUT / "figures")
+    draw(df, sens_df, curves_df, out / "figures")
 
+
+# --- figures ----------------------------------------------------------------------------------
 
 def draw(df: pd.DataFrame, sens: pd.DataFrame, curves: pd.DataFrame, out: Path) -> None:
     figures.setup()
@@ -122,5 +124,39 @@ def draw(df: pd.DataFrame, sens: pd.DataFrame, curves: pd.DataFrame, out: Path) 
     figures.save(fig, out, "sensitivity_distribution")
 
 
-if __name__ == "__main__":
-    run_stage(main)
+# --- report -----------------------------------------------------------------------------------
+
+def section(out: Outputs, refs: dict) -> Section:
+    df = out.table()
+    p = out.params
+    eps = p.get("sharpness", {}).get("eps")
+    rows = []
+    for bs, g in df.groupby("batch_size"):
+        rows += [Row(f"batch {bs}: test accuracy / generalization gap",
+                     f"{fmt_series(g.test_acc, 3)} / {fmt_series(g.gap, 3)}"),
+                 Row(f"batch {bs}: input sensitivity (mean ‖∂L/∂x‖ over the evaluation set)",
+                     fmt_series(g.sensitivity_mean, 3)),
+                 Row(f"batch {bs}: Keskar sharpness (eps {eps})",
+                     fmt_series(g.sharpness, 2),
+                     ref_text(refs, "flatness", "keskar_sharpness_small_batch" if bs == df.batch_size.min()
+                              else "keskar_sharpness_large_batch") if bs in (df.batch_size.min(), df.batch_size.max())
+                     else "")]
+    small, large = df[df.batch_size == df.batch_size.min()], df[df.batch_size == df.batch_size.max()]
+    up = large.sharpness.mean() > small.sharpness.mean()
+    sharp_txt = (f"sharpness {'rises' if up else 'falls'} from {small.sharpness.mean():.2f} (batch "
+                 f"{small.batch_size.iloc[0]}) to {large.sharpness.mean():.2f} (batch {large.batch_size.iloc[0]})")
+    gap_txt = (f"the generalization gap goes from {small.gap.mean():.3f} to {large.gap.mean():.3f}")
+    if up and _differs(large.sharpness, small.sharpness):
+        verdict = f"reproduced qualitatively: {sharp_txt}, as Keskar et al. found; {gap_txt}."
+    else:
+        n_train = p.get("train_size") or 60000
+        why = (f" — at a fixed number of epochs small batches take {large.batch_size.iloc[0] // small.batch_size.iloc[0]}x "
+               f"more steps on the {n_train:,} images and over-fit more" if small.gap.mean() > large.gap.mean() else "")
+        verdict = (f"not reproduced: {sharp_txt} and {gap_txt}{why}; Keskar et al. found large batches "
+                   "sharper (trained to the same training loss, not the same epochs).")
+    return Section(
+        "flatness", "E1 Flatness vs generalization and batch size",
+        "Do large batches find sharp minima that generalize worse (Keskar et al. 2017)? An MLP "
+        f"784-16-16-10 is trained for each batch size on {p.get('train_size', 0):,} images; for every model "
+        "we measure the generalization gap, the input sensitivity and Keskar's epsilon-sharpness.",
+        rows, verdict)

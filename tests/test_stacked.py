@@ -6,7 +6,7 @@ import torch
 
 from genstudy import models
 from genstudy.data import Tensors
-from genstudy.sweeps import StackedMLP, evaluate_stack, fit_stack
+from genstudy.stacked import StackedMLP, evaluate_stack, fit_stack
 from genstudy.training import evaluate, fit, make_optimizer
 
 
@@ -98,18 +98,18 @@ def test_evaluate_stack_matches_evaluate():
 
 
 def test_rejects_models_that_cannot_be_stacked():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="different shapes cannot be stacked"):
         StackedMLP([_build(0), models.mlp([64, 8, 4])])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot stack a model with a Dropout layer"):
         StackedMLP([models.mlp(SIZES, dropout=0.5)])
-    with pytest.raises(ValueError):
-        fit_stack([_build(0)], TRAIN, epochs=1, batch_size=8, lrs=[0.1], seeds=[0], loss="mse_softmax")
+    with pytest.raises(ValueError, match="one lr and one seed per model"):
+        fit_stack([_build(0)], TRAIN, epochs=1, batch_size=8, lrs=[0.1, 0.2], seeds=[0])
     with pytest.raises(ValueError, match="max_stack"):
         fit_stack([_build(0)], TRAIN, epochs=1, batch_size=8, lrs=[0.1], seeds=[0], max_stack=0)
 
 
 def test_default_stack_keeps_weights_and_momentum_within_the_cpu_budget():
-    from genstudy.sweeps import CPU_STACK_BYTES, default_max_stack
+    from genstudy.stacked import CPU_STACK_BYTES, default_max_stack
     big = models.mlp([784, 512, 10])  # 407,050 parameters: 3.3 MB of weights and momentum
     k = default_max_stack(big, torch.device("cpu"))
     per_model = 2 * 4 * sum(p.numel() for p in big.parameters())

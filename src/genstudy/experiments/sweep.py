@@ -1,0 +1,206 @@
+"""E5 sweep: learning rate x batch size, MLP 784-512-10, SGD with momentum.
+
+Three sweeps over the configured seeds on a fixed training subset (the first
+``train_size`` train images), evaluated on the test set: lr at a fixed batch,
+batch at a fixed lr, and the full lr x batch grid. Every model trains in a
+stack (genstudy.stacked.fit_stack); runs shared by two sweeps train once and each
+sweep reads its own number of epochs (genstudy.lr_batch). Writes the tidy table
+(one row per sweep x run), headline metrics, per-epoch curves and the figures.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from pydantic import Field
+
+from genstudy import data, figures, lr_batch, models, outputs, params
+from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value
+
+# --- params -----------------------------------------------------------------------------------
+
+LrList = Annotated[list[params.PositiveFloat], Field(min_length=1)]
+BatchList = Annotated[list[params.PositiveInt], Field(min_length=1)]
+
+
+class LrSweep(params.Schema):
+    batch_size: params.PositiveInt
+    epochs: params.PositiveInt
+
+
+class BatchSweep(params.Schema):
+    lr: params.PositiveFloat
+    epochs: params.PositiveInt
+
+
+class Params(params.Experiment):
+    train_size: params.PositiveInt          # first N train images: the fixed training subset
+    test_size: params.PositiveInt | None = None  # first N test images; null: all 10,000
+    hidden: Annotated[list[params.PositiveInt], Field(min_length=1)] = [512]
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    lrs: LrList                             # the lr axis (lr sweep and grid)
+    batch_sizes: BatchList                  # the batch axis (batch sweep and grid)
+    lr_sweep: LrSweep
+    batch_sweep: BatchSweep
+    grid_epochs: params.PositiveInt
+    eval_every: params.PositiveInt          # test-set evaluation every N epochs (and at each sweep's end)
+
+
+# --- run --------------------------------------------------------------------------------------
+
+def run(p: Params, out: Path, models_dir: Path) -> None:
+    device = params.resolve_device(p.device)
+    train_all, test = data.load(p.dataset)
+    train, test = train_all.head(p.train_size).to(device), test.head(p.test_size).to(device)
+    sizes = [train.x[0].numel(), *p.hidden, 10]
+    sweeps = [
+        lr_batch.Sweep("lr", [(lr, p.lr_sweep.batch_size, s) for lr in p.lrs for s in p.seeds],
+                      p.lr_sweep.epochs),
+        lr_batch.Sweep("batch", [(p.batch_sweep.lr, b, s) for b in p.batch_sizes for s in p.seeds],
+                      p.batch_sweep.epochs),
+        lr_batch.Sweep("grid", [(lr, b, s) for lr in p.lrs for b in p.batch_sizes for s in p.seeds],
+                      p.grid_epochs),
+    ]
+    runs = lr_batch.plan(sweeps, p.eval_every)
+    print(f"sweep: {sum(len(s.runs) for s in sweeps)} rows from {len(runs)} distinct runs "
+          f"on {len(train)} train / {len(test)} test images")
+    live = outputs.open_live(out / "live")
+    log = outputs.live_callback
+
+    def callback(key, epoch, metrics):
+        log(live, f"lr{key[0]:g}_b{key[1]}_s{key[2]}")(epoch, metrics)
+
+    results, _ = lr_batch.train_runs(runs, lambda seed: models.seeded(seed, models.mlp, sizes).to(device),
+                                    train, test, momentum=p.momentum, callback=callback)
+    live.end()
+    df = pd.DataFrame([lr_batch.row(sw.name, key, sw.epochs, results[key])
+                       for sw in sweeps for key in sw.runs])
+    outputs.write_table(out / "results.csv", df)
+
+    grid = df[df["sweep"] == "grid"]
+    cell = grid.groupby(["lr", "batch"])["final_test_acc"].mean()
+    best_lr, best_batch = cell.idxmax() if cell.notna().any() else (float("nan"), 0)
+    per_sweep = {}
+    for name, d in df.groupby("sweep", sort=False):
+        by = "lr" if name == "lr" else "batch" if name == "batch" else None
+        keyed = d.assign(config=d[by].map(lambda v: f"{by}={v:g}")) if by else \
+            d.assign(config=[f"lr={a:g},batch={b}" for a, b in zip(d["lr"], d["batch"])])
+        per_sweep[name] = outputs.summary_dict(keyed, "config", ["final_train_acc", "final_test_acc"])
+    outputs.write_json(out / "metrics.json", {
+        "grid_best": {"lr": best_lr, "batch": int(best_batch), "test_acc_mean": cell.max(),
+                      "epochs": p.grid_epochs},
+        "diverged_runs": sum(r.diverged for r in results.values()),
+        "train_time_total": float(sum(r.wall_time for r in results.values())),
+        "sweeps": per_sweep,
+    })
+
+    figures.setup()
+    fig_dir = out / "figures"
+    sweep_heatmaps(grid, fig_dir)
+    noise_scale_lines(grid, fig_dir)
+    sweeps_1d(df, fig_dir)
+    print(f"sweep: grid best test acc {cell.max():.4f} at lr {best_lr:g}, batch {best_batch}")
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+METRIC_LABEL = {"final_train_acc": "train accuracy", "final_test_acc": "test accuracy"}
+
+
+def sweep_heatmaps(grid: pd.DataFrame, out: Path) -> None:
+    epochs = int(grid["epochs"].iloc[0])
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+    for ax, value in zip(axes, ("final_train_acc", "final_test_acc")):
+        figures.lr_batch_heatmap(ax, grid, value, METRIC_LABEL[value])
+        ax.set_title(f"final {METRIC_LABEL[value]} after {epochs} epochs")
+    fig.text(0.5, -0.03, f"mean over {grid['seed'].nunique()} seed(s); hatched red: a seed's loss "
+             "turned NaN/inf (diverged); 'NaN': every seed diverged", ha="center", fontsize=9)
+    figures.save(fig, out, "heatmap_accuracy")
+
+
+def noise_scale_lines(grid: pd.DataFrame, out: Path) -> None:
+    """Accuracy vs lr / batch, one line per batch size (mean and sd over seeds)."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5), sharey=True)
+    order = [str(b) for b in sorted(grid["batch"].unique())]
+    d = grid.assign(batch=grid["batch"].astype(str))
+    for ax, value in zip(axes, ("final_train_acc", "final_test_acc")):
+        sns.lineplot(d, x="noise_scale", y=value, hue="batch", hue_order=order, marker="o",
+                     errorbar="sd", palette=sns.color_palette("viridis", len(order)), ax=ax)
+        ax.set_xscale("log")
+        ax.set_xlabel("SGD noise scale: learning rate / batch size (per example)")
+        ax.set_ylabel(METRIC_LABEL[value])
+        ax.set_title(f"{METRIC_LABEL[value]} vs noise scale ({int(grid['epochs'].iloc[0])} epochs)")
+        ax.legend(title="batch size", fontsize=8, ncols=2)
+    figures.save(fig, out, "accuracy_vs_noise_scale")
+
+
+def sweeps_1d(df: pd.DataFrame, out: Path) -> None:
+    """The 1-D sweeps: accuracy vs lr (fixed batch) and vs batch (fixed lr)."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    for ax, (sweep, x, fixed) in zip(axes, (("lr", "lr", "batch"), ("batch", "batch", "lr"))):
+        d = df[df["sweep"] == sweep]
+        if d.empty:
+            ax.set_visible(False)
+            continue
+        long = d.melt(id_vars=[x, "seed"], value_vars=["final_train_acc", "final_test_acc"],
+                      var_name="split", value_name="accuracy")
+        long["split"] = long["split"].map(METRIC_LABEL)
+        sns.lineplot(long, x=x, y="accuracy", hue="split", marker="o", errorbar="sd", ax=ax)
+        ax.set_xscale("log", base=2 if x == "batch" else 10)
+        if x == "batch":
+            ax.set_xticks(sorted(d["batch"].unique()), [str(b) for b in sorted(d["batch"].unique())])
+        ax.set_xlabel("learning rate" if x == "lr" else "batch size (examples)")
+        ax.set_title(f"{x} sweep at {fixed} {d[fixed].iloc[0]:g}, {int(d['epochs'].iloc[0])} epochs")
+        n_div = int(d["diverged"].sum())
+        if n_div:
+            ax.text(0.02, 0.02, f"{n_div} run(s) diverged (NaN, not drawn)", transform=ax.transAxes,
+                    color="red", fontsize=8)
+    figures.save(fig, out, "sweeps_1d")
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def section(out: Outputs, refs: dict) -> Section:
+    df = out.table()
+    lr = df[df.sweep == "lr"].groupby("lr")[["final_train_acc", "final_test_acc"]].mean()
+    bt = df[df.sweep == "batch"]
+    grid = df[df.sweep == "grid"].groupby(["lr", "batch"]).final_test_acc.mean()
+    small = bt[bt.batch <= 8].final_test_acc
+    rows = [Row("lr sweep (batch 128, 10 epochs): best final train accuracy (at lr)",
+                f"{lr.final_train_acc.max():.3f} (lr {lr.final_train_acc.idxmax():g})",
+                ref_text(refs, "sweep", "lr_sweep_best_final_train_acc") + " (lr 0.05-0.1)")]
+    for v, key in ((0.1, "lr_sweep_test_acc_lr0.1"), (0.5, "lr_sweep_test_acc_lr0.5")):
+        if v in lr.index:
+            rows.append(Row(f"lr sweep: final test accuracy at lr {v}",
+                            fmt_series(df[(df.sweep == "lr") & (df.lr == v)].final_test_acc, 3), ref_text(refs, "sweep", key)))
+    if len(small):
+        rows.append(Row("batch sweep (lr 0.1): test accuracy at batch 2-8", fmt_series(small, 3),
+                        ref_text(refs, "sweep", "batch_sweep_acc_batch2to8")))
+    if len(grid):
+        (blr, bb), best = grid.idxmax(), grid.max()
+        rows.append(Row("grid (20 epochs): best test accuracy (lr, batch)", f"{best:.3f} (lr {blr:g}, batch {bb})",
+                        ref_text(refs, "sweep", "grid_best_test_acc") + " (lr 0.05, batch 64)"))
+        rows.append(Row("grid: runs diverged", f"{int(df[df.sweep == 'grid'].diverged.sum())} of "
+                                               f"{len(df[df.sweep == 'grid'])}"))
+    checks = []
+    if len(small):
+        checks.append(("batch 2-8 at lr 0.1 do not train", small.mean() < 0.2))
+    if {0.1, 0.5} <= set(lr.index):
+        checks.append(("lr 0.5 is worse than lr 0.1", lr.final_test_acc[0.5] < lr.final_test_acc[0.1]))
+    if len(grid):
+        checks.append((f"the grid's best test accuracy is within 0.02 of {ref_text(refs, 'sweep', 'grid_best_test_acc')}",
+                       abs(grid.max() - ref_value(refs, "sweep", "grid_best_test_acc")) <= 0.02))
+    held = [c for c, ok in checks if ok]
+    failed = [c for c, ok in checks if not ok]
+    if not failed:
+        verdict = "reproduced: " + "; ".join(held) + "."
+    else:
+        verdict = (("reproduced qualitatively: " + "; ".join(held) + "; but " if held else "not reproduced: ")
+                   + "; ".join(f"not: {c}" for c in failed) + ".")
+    return Section(
+        "sweep", "E5 Learning rate x batch size",
+        "How do the learning rate and the batch size of SGD shape what an MLP 784-512-10 learns? "
+        "Runs with the same ratio lr/batch (the SGD noise scale) should behave alike.",
+        rows, verdict)

@@ -1,0 +1,198 @@
+"""The report stage: every experiment's section rendered as one HTML page (offline) and Markdown.
+
+It reads only what the stages wrote (tables, metrics, figures, ``run.json``
+with the effective parameters) and ``references.yaml``; it never recomputes a
+result. Each experiment's own ``section()`` says what its part of the report is.
+"""
+
+from __future__ import annotations
+
+import html
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from . import experiments
+from .outputs import atomic_path, write_json
+from .report import Outputs, Section
+
+
+def complete(section: Section, out: Outputs) -> Section:
+    """``section`` with what every section shows besides its own text: figures, params, time."""
+    section.figures = out.figures()
+    section.params = out.params
+    section.wall_time_s = out.run().get("wall_time_s")
+    return section
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = d
+    return out
+
+
+def params_diff(used: dict[str, dict], committed: dict[str, dict]) -> list[tuple[str, object, object]]:
+    """(key, committed value, value used) for every key a stage ran with that differs from the
+    committed defaults (both as ``{stage: section}``; a stage missing from either is skipped)."""
+    stages = [st for st in used if st in committed]
+    old = _flatten({st: committed[st] for st in stages})
+    new = _flatten({st: used[st] for st in stages})
+    return [(k, old.get(k, "—"), new.get(k, "—")) for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.5}
+h1{border-bottom:2px solid #333}h2{margin-top:2.2em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:1em 0;font-size:.92em;max-width:100%;display:block;overflow-x:auto}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}.verdict{background:#eef6ee;border-left:4px solid #4a4;padding:.5em 1em}
+.verdict.no{background:#fbeeee;border-left-color:#c44}.verdict.partly{background:#fbf6e6;border-left-color:#ca4}
+figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.85em;color:#555}details pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em}
+nav a{margin-right:1em}
+"""
+
+
+def _verdict_class(verdict: str) -> str:
+    v = verdict.lower()
+    if v.startswith("not reproduced"):
+        return "verdict no"
+    if v.startswith("reproduced qualitatively") or v.startswith("partly"):
+        return "verdict partly"
+    return "verdict"
+
+
+def render_html(sections: list[Section], summary: dict) -> str:
+    e = html.escape
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             "<title>Why do neural networks generalize? Study report</title>",
+             f"<style>{CSS}</style></head><body>",
+             "<h1>Why do neural networks generalize? Study report</h1>",
+             "<nav>" + "".join(f"<a href='#{s.stage}'>{e(s.title)}</a>" for s in sections) +
+             "<a href='#run'>Run summary</a></nav>"]
+    for s in sections:
+        parts.append(f"<h2 id='{s.stage}'>{e(s.title)}</h2><p>{e(s.question)}</p>")
+        parts.append(f"<p class='{_verdict_class(s.verdict)}'><b>Verdict:</b> {e(s.verdict)}</p>")
+        parts.append("<table><tr><th>quantity</th><th>this study (mean ± std over seeds)</th>"
+                     "<th>the notebook / paper reported</th></tr>")
+        parts += [f"<tr><td>{e(r.quantity)}</td><td>{e(r.ours)}</td><td>{e(r.reported)}</td></tr>"
+                  for r in s.rows]
+        parts.append("</table>")
+        for note in s.notes:
+            parts.append(f"<p><i>{e(note)}</i></p>")
+        for f in s.figures:
+            parts.append(f"<figure><img src='{e(f.as_posix())}' alt='{e(f.stem)}' loading='lazy'>"
+                         f"<figcaption>{e(f.as_posix())}</figcaption></figure>")
+        cost = f" · stage time {s.wall_time_s:.0f} s" if s.wall_time_s is not None else ""
+        parts.append(f"<details><summary>Parameters used{cost}</summary><pre>"
+                     f"{e(yaml.safe_dump(s.params, sort_keys=False))}</pre></details>")
+    parts.append("<h2 id='run'>Run summary</h2>")
+    parts.append(_summary_html(summary))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _summary_html(summary: dict) -> str:
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(st)}</td><td>{w:.0f}</td><td>{e(dev)}</td></tr>"
+                   for st, w, dev in summary["stages"])
+    out = [f"<p>git commit <code>{e(summary['commit'])}</code> · profile <code>{e(summary['profile'])}</code>"
+           f" · total stage time {summary['total_s'] / 60:.1f} min</p>",
+           f"<table><tr><th>stage</th><th>wall time (s)</th><th>device</th></tr>{rows}</table>",
+           "<p>" + " · ".join(f"{e(k)} {e(v)}" for k, v in summary["versions"].items()) + "</p>"]
+    if summary["params_diff"]:
+        diff = "".join(f"<tr><td>{e(k)}</td><td>{e(str(a))}</td><td>{e(str(b))}</td></tr>"
+                       for k, a, b in summary["params_diff"])
+        out.append("<h3>Parameters changed against the committed defaults</h3>"
+                   f"<table><tr><th>key</th><th>committed</th><th>this run</th></tr>{diff}</table>")
+    else:
+        out.append("<p>This run used the committed parameters.</p>")
+    return "\n".join(out)
+
+
+def _md_cell(x) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(sections: list[Section], summary: dict) -> str:
+    out = ["# Why do neural networks generalize? Study report", ""]
+    for s in sections:
+        out += [f"## {s.title}", "", s.question, "", f"**Verdict:** {s.verdict}", "",
+                "| quantity | this study (mean ± std over seeds) | the notebook / paper reported |",
+                "| --- | --- | --- |"]
+        out += [f"| {_md_cell(r.quantity)} | {_md_cell(r.ours)} | {_md_cell(r.reported)} |" for r in s.rows]
+        out.append("")
+        out += [f"_{n}_\n" for n in s.notes]
+        out += [f"![{f.stem}]({f.as_posix()})" for f in s.figures]
+        cost = f" (stage time {s.wall_time_s:.0f} s)" if s.wall_time_s is not None else ""
+        out += ["", f"<details><summary>Parameters used{cost}</summary>", "", "```yaml",
+                yaml.safe_dump(s.params, sort_keys=False).rstrip(), "```", "</details>", ""]
+    out += ["## Run summary", "",
+            f"git commit `{summary['commit']}` · profile `{summary['profile']}` · "
+            f"total stage time {summary['total_s'] / 60:.1f} min", "",
+            "| stage | wall time (s) | device |", "| --- | --- | --- |"]
+    out += [f"| {st} | {w:.0f} | {_md_cell(dev)} |" for st, w, dev in summary["stages"]]
+    out += ["", " · ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
+    if summary["params_diff"]:
+        out += ["Parameters changed against the committed defaults:", "", "| key | committed | this run |",
+                "| --- | --- | --- |"]
+        out += [f"| {k} | {_md_cell(a)} | {_md_cell(b)} |" for k, a, b in summary["params_diff"]]
+    else:
+        out.append("This run used the committed parameters.")
+    return "\n".join(out) + "\n"
+
+
+def run_summary(reports: Path, stages: list[str], committed: dict[str, dict]) -> dict:
+    """Cost and provenance of the run: per-stage time and device, versions, commit, profile(s),
+    and the parameters each stage ran with that differ from ``committed``."""
+    runs = {st: Outputs(reports, st).run() for st in stages}
+    any_run = next((r for r in runs.values() if r), {})
+    profiles = sorted({r.get("profile", "full") for r in runs.values() if r})
+    return {
+        "commit": git_commit(), "profile": ", ".join(profiles) or "full",
+        "stages": [(st, r.get("wall_time_s", float("nan")), r.get("device", "?")) for st, r in runs.items()],
+        "total_s": sum(r.get("wall_time_s", 0.0) for r in runs.values()),
+        "versions": {k: any_run.get(k, "?") for k in ("python", "torch", "torchvision")},
+        "params_diff": params_diff({st: r.get("params", {}) for st, r in runs.items() if r}, committed),
+    }
+
+
+def write(reports: Path, sections: list[Section], summary: dict) -> None:
+    """reports/index.html, reports/report.md and reports/summary.json, each atomically."""
+    with atomic_path(reports / "index.html") as tmp:
+        tmp.write_text(render_html(sections, summary))
+    with atomic_path(reports / "report.md") as tmp:
+        tmp.write_text(render_markdown(sections, summary))
+    write_json(reports / "summary.json", {
+        "total_stage_time_min": round(summary["total_s"] / 60, 2),
+        "stage_time_s": {st: w for st, w, _ in summary["stages"]},
+        "verdicts": {s.stage: s.verdict for s in sections}})
+
+
+def build(reports: Path, refs_path: Path, committed: dict[str, dict]) -> list[Section]:
+    """Every experiment's section from its outputs under ``reports``, written as the report."""
+    refs = yaml.safe_load(refs_path.read_text())
+    sections = []
+    for name in experiments.NAMES:
+        out = Outputs(reports, name)
+        sections.append(complete(experiments.load(name).section(out, refs), out))
+    write(reports, sections, run_summary(reports, ["fetch", *experiments.NAMES], committed))
+    return sections
