@@ -1,0 +1,203 @@
+"""genstudy.stats against answers worked out by hand, and each verdict label on data built to give it."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from genstudy import stats
+from genstudy.stats import (CONTRADICTED, INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, fmt_p,
+                            judge, judge_trend, not_a_result, overall, paired, spearman, summarize,
+                            welch)
+
+
+@pytest.fixture(autouse=True)
+def no_warnings():
+    """Degenerate cases are handled in the module: no scipy or numpy warning may leak."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+def t975_df2():
+    """The 97.5 % quantile of t with 2 df in closed form: (2p - 1) / sqrt(2 p (1 - p))."""
+    return 0.95 / math.sqrt(2 * 0.975 * 0.025)
+
+
+def test_summarize_by_hand_and_nan_dropped():
+    s = summarize([1.0, np.nan, 2.0, 4.0])
+    sd = math.sqrt(7 / 3)  # deviations -4/3, -1/3, 5/3
+    assert (s.n, s.dropped) == (3, 1)
+    assert s.mean == pytest.approx(7 / 3) and s.sd == pytest.approx(sd)
+    half = t975_df2() * sd / math.sqrt(3)
+    assert (s.lo, s.hi) == pytest.approx((7 / 3 - half, 7 / 3 + half))
+    assert s.fmt(2) == f"2.33 (sd 1.53, 95 % CI {7 / 3 - half:.2f}..{7 / 3 + half:.2f}, n=3, 1 NaN dropped)"
+
+
+def test_summarize_one_and_no_value():
+    one = summarize(pd.Series([0.5]))
+    assert (one.mean, one.sd, one.n) == (0.5, 0.0, 1) and math.isnan(one.lo) and math.isnan(one.hi)
+    assert "no CI" in one.fmt()
+    assert summarize([np.nan]).n == 0
+
+
+def test_paired_by_hand_aligns_on_common_seeds():
+    # seeds out of order, seed 9 only in a, seed 3 NaN in b: pairs are seeds 0, 1, 2
+    a = pd.Series({2: 4.0, 0: 1.0, 1: 2.0, 9: 7.0, 3: 1.0})
+    b = pd.Series({0: 0.5, 1: 1.0, 2: 2.0, 3: np.nan})
+    c = paired(a, b)
+    # differences 0.5, 1, 2: mean 7/6, variance 7/12, t = (7/6) / sqrt(7/36) = sqrt(7)
+    assert (c.n, c.dropped, c.test) == (3, 2, "paired t")
+    assert c.diff == pytest.approx(7 / 6) and c.sd == pytest.approx(math.sqrt(7 / 12))
+    assert c.diff / c.se == pytest.approx(math.sqrt(7))
+    assert c.p == pytest.approx(1 - math.sqrt(7) / 3)  # two-sided tail of t(2): 1 - t / sqrt(2 + t^2)
+    half = t975_df2() * math.sqrt(7 / 36)
+    assert c.ci() == pytest.approx((7 / 6 - half, 7 / 6 + half))
+    assert c.ci(0.5)[1] - c.ci(0.5)[0] < c.ci()[1] - c.ci()[0]
+
+
+def test_paired_zero_spread_and_too_few():
+    up = paired([1.0, 2.0, 3.0], [0.9, 1.9, 2.9])
+    assert up.p == 0.0 and up.ci()[0] == up.ci()[1] == pytest.approx(0.1)
+    same = paired([1.0, 2.0], [1.0, 2.0])
+    assert same.p == 1.0 and same.ci() == (0.0, 0.0)
+    rounded = paired([0.1 + 0.2, 0.7 + 0.1, 0.3], [0.3, 0.8, 0.3])  # equal but for float rounding
+    assert rounded.diff == 0.0 and rounded.p == 1.0
+    assert welch([0.1 + 0.2, 0.3, 0.3], [0.3, 0.3]).p == 1.0
+    few = paired(pd.Series({0: 1.0, 1: 2.0}), pd.Series({1: 1.0, 5: 3.0}))
+    assert few.n == 1 and math.isnan(few.p) and math.isnan(few.ci()[0])
+    with pytest.raises(ValueError, match=r"no seed in common.*\[0, 1\].*\['0', '1'\]"):
+        paired(pd.Series({0: 1.0, 1: 2.0}), pd.Series({"0": 1.0, "1": 2.0}))
+    with pytest.raises(ValueError, match="duplicate seeds"):
+        paired(pd.Series([1.0, 2.0], index=[0, 0]), pd.Series([1.0, 2.0], index=[0, 1]))
+
+
+def test_welch_by_hand_and_scipy():
+    c = welch([1, 2, 3, 4, np.nan], [2, 4, 6])
+    va, vb = 5 / 3, 4.0
+    se = math.sqrt(va / 4 + vb / 3)
+    df = (va / 4 + vb / 3) ** 2 / ((va / 4) ** 2 / 3 + (vb / 3) ** 2 / 2)
+    assert (c.n, c.dropped, c.test) == ((4, 3), 1, "Welch t")
+    assert (c.diff, c.se, c.df) == pytest.approx((-1.5, se, df))
+    assert c.df == pytest.approx(3.2347188264)
+    assert c.p == pytest.approx(0.33382370007750106)  # scipy 1.17 ttest_ind(equal_var=False)
+    assert c.ci() == pytest.approx((-5.542327954923024, 2.5423279549230244))
+    assert math.isnan(welch([1.0], [1.0, 2.0]).p)
+    flat = welch([1.0, 1.0], [1.0, 1.0, 1.0])
+    assert flat.p == 1.0 and flat.ci() == (0.0, 0.0)
+
+
+def test_spearman_by_hand_nan_and_constant():
+    t = spearman([1, 2, 3, 4, 5, np.nan], [2, 1, 4, 3, 5, 0])
+    assert (t.n, t.dropped) == (5, 1)
+    assert t.rho == pytest.approx(1 - 6 * 4 / (5 * 24))  # rank differences -1, 1, -1, 1, 0
+    assert t.p == pytest.approx(sps.spearmanr([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]).pvalue)
+    lo, hi = t.ci()
+    half = 1.959964 * math.sqrt(1.06 / 2)
+    assert (lo, hi) == pytest.approx((math.tanh(math.atanh(0.8) - half), math.tanh(math.atanh(0.8) + half)))
+    flat = spearman([1, 2, 3, 4], [0.5, 0.5, 0.5, 0.5])
+    assert (flat.rho, flat.p, flat.constant) == (0.0, 1.0, True)
+    assert "constant input: no trend" in flat.text("y vs x")
+    with pytest.raises(ValueError):
+        spearman([1, 2], [1, 2, 3])
+
+
+def test_fmt_p():
+    assert [fmt_p(p) for p in (0.7104, 0.003, 0.0471, 3e-5, 0.0, 1.0, np.nan)] == [
+        "p 0.71", "p 0.003", "p 0.047", "p <1e-4", "p <1e-4", "p 1", "p n/a"]
+
+
+def test_comparison_and_trend_text():
+    c = paired(pd.Series([0.8, 0.9, 0.85]), pd.Series([0.79, 0.905, 0.84]))
+    lo, hi = c.ci()
+    s = c.text("gradient loss vs baseline under sigma 0.1")
+    assert s == (f"gradient loss vs baseline under sigma 0.1: +0.0050 (95 % CI {lo:+.4f}..{hi:+.4f}, "
+                 f"paired t over 3 seeds, {fmt_p(c.p)})")
+    assert "Welch t over 4 + 3 seeds, 1 NaN or unpaired dropped" in welch([1, 2, 3, 4, np.nan], [2, 4, 6]).text("x")
+    t = spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])  # rho 0.8, interval tanh(atanh 0.8 -+ 1.96 sqrt(1.06 / 2))
+    assert t.text("probe error vs depth", unit="(depth, seed) points") == (
+        "probe error vs depth: Spearman rho +0.80 (95 % CI -0.32..+0.99) over 5 (depth, seed) points, p 0.1")
+    assert spearman(np.arange(30), -np.arange(30.0)).text("e").endswith("over 30 points, p <1e-4")
+
+
+def arms(effect, noise, n, seed=0):
+    rng = np.random.default_rng(seed)
+    base = pd.Series(rng.normal(0.8, 0.05, n))
+    return base + effect + rng.normal(0, noise, n), base
+
+
+def test_judge_reproduced_and_contradicted():
+    a, b = arms(0.01, 0.001, 5)
+    j = judge(paired(a, b), +1, 0.005)
+    assert j.label == REPRODUCED and j.n_needed is None and "lies above 0" in j.text
+    k = judge(paired(b, a), +1, 0.005)
+    assert k.label == CONTRADICTED and "below 0" in k.text
+    assert judge(paired(b, a), -1, 0.005).label == REPRODUCED
+    assert judge(welch(a + 0.05, b), +1, 0.01).label == REPRODUCED
+
+
+def test_judge_not_reproduced_when_the_claimed_effect_is_ruled_out():
+    a, b = arms(0.0, 0.001, 20)
+    j = judge(paired(a, b), +1, 0.01)
+    assert j.label == NOT_REPRODUCED and "contains 0 and excludes +0.01" in j.text
+    assert judge(paired([1.0, 2.0], [1.0, 2.0]), -1, 0.01).label == NOT_REPRODUCED  # zero spread, no effect
+
+
+def test_judge_inconclusive_and_n_needed():
+    a, b = arms(0.002, 0.02, 5)
+    c = paired(a, b)
+    j = judge(c, +1, 0.01)
+    assert j.label == INCONCLUSIVE and j.n_needed > c.n and f"about {j.n_needed} seeds" in j.text
+    width = lambda m: 2 * sps.t.ppf(0.975, m - 1) * c.sd / math.sqrt(m)
+    assert width(j.n_needed) < 0.01 <= width(j.n_needed - 1)  # the smallest n that settles it
+    two = judge(paired([0.80, 0.82], [0.81, 0.80]), +1, 0.01)
+    assert two.label == INCONCLUSIVE and two.n_needed > 2
+    w = judge(welch(a, b), +1, 0.01)
+    assert w.label == INCONCLUSIVE and "seeds per arm" in w.text and w.n_needed > 5
+    one = judge(paired([1.0], [0.0]), +1, 0.01)
+    assert one.label == INCONCLUSIVE and one.n_needed is None
+    with pytest.raises(ValueError):
+        judge(c, 0, 0.01)
+    with pytest.raises(ValueError):
+        judge(c, 1, 0.0)
+
+
+def test_judgement_line():
+    a, b = arms(0.0, 0.001, 20)
+    j = judge(paired(a, b), +1, 0.01)
+    assert j.line("gradient vs baseline").startswith("gradient vs baseline: ")
+    assert j.line("g", digits=3).endswith("seeds, " + fmt_p(j.comparison.p) + "): not reproduced "
+                                          "(the 95 % CI contains 0 and excludes +0.01)")
+
+
+def test_judge_trend_labels():
+    x = np.arange(30.0)
+    down = spearman(x, -x + np.sin(x))
+    assert judge_trend(down, -1).label == REPRODUCED
+    assert judge_trend(down, +1).label == CONTRADICTED
+    none = spearman(x.repeat(10), np.tile([0, 1] * 5, 30) * 1.0)  # 300 points, no trend at all
+    assert abs(none.rho) < 1e-9 and judge_trend(none, +1).label == NOT_REPRODUCED
+    few = judge_trend(spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]), +1)  # rho 0.8 but p > 0.05
+    assert few.label == INCONCLUSIVE and few.n_needed == 57  # 3 + 1.06 (3.92 / atanh 0.5)^2 = 56.99
+    assert judge_trend(spearman([1, 2], [1, 2]), +1).label == INCONCLUSIVE
+    assert judge_trend(spearman([1, 2, 3, 4], [1, 1, 1, 1]), +1).label == INCONCLUSIVE
+
+
+def test_overall_and_not_a_result():
+    R, N, C, I = REPRODUCED, NOT_REPRODUCED, CONTRADICTED, INCONCLUSIVE
+    cases = {(R, R): R, (R, N): PARTLY, (R, C): PARTLY, (PARTLY, I): PARTLY, (N, C): C, (I, C): C,
+             (I, I): I, (N, I): N, (N, N): N}
+    for labels, want in cases.items():
+        assert overall([(f"part {i}", label) for i, label in enumerate(labels)]) == want, labels
+    with pytest.raises(ValueError):
+        overall([])
+    with pytest.raises(ValueError):
+        overall([("a", not_a_result("smoke"))])
+    assert not_a_result("quick") == "not a result: quick"
+    assert set(stats.LABELS) == {R, PARTLY, N, C, I}
