@@ -98,14 +98,46 @@ def test_mc_dropout_is_stochastic_repeatable_and_restores_mode():
     assert not m.training and not any(mod.training for mod in m.modules())
 
 
-def test_alpha_dropout_keeps_selu_normalised_statistics():
+def test_the_selu_alpha_dropout_variant_keeps_its_activations_normalised():
+    """E3's own SELU + AlphaDropout model (built as the stage builds it): AlphaDropout before every
+    dense layer, lecun-normal init, and in training mode every hidden layer's output stays near
+    mean 0 / std 1 on standardised input (ordinary Dropout in the same model would not)."""
+    from genstudy.experiments.regularization import Variant, build
+    v = Variant(activation="selu", init="lecun_normal", dropout=0.2, alpha_dropout=True, max_norm=1.0)
+    sizes = [784, 300, 100, 10]
+    m = models.seeded(0, build, v, sizes).train()
+    assert [type(m.get_submodule(f"drop{i}")) for i in (1, 2, 3)] == [nn.AlphaDropout] * 3
     torch.manual_seed(0)
-    z = nn.SELU()(torch.randn(200_000))  # SELU of a standard normal: mean ~0, std ~1
-    assert abs(z.mean().item()) < 0.02 and abs(z.std().item() - 1) < 0.02
-    out = nn.AlphaDropout(0.2).train()(z)
-    assert abs(out.mean().item()) < 0.02 and abs(out.std().item() - 1) < 0.02
-    plain = nn.Dropout(0.2).train()(z)  # ordinary dropout does not: std grows
-    assert plain.std().item() > 1.05
+    h = torch.randn(4096, 1, 28, 28)
+    stats = {}
+    for name, layer in m.named_children():
+        h = layer(h)
+        if name.startswith("act"):
+            stats[name] = (h.mean().item(), h.std().item())
+    for name, (mean, std) in stats.items():
+        assert abs(mean) < 0.1 and abs(std - 1) < 0.1, (name, mean, std)
+    plain = models.seeded(0, build, Variant(activation="selu", init="lecun_normal", dropout=0.2), sizes).train()
+    assert plain.act2(plain.fc2(plain.drop2(plain.act1(plain.fc1(plain.drop1(
+        plain.flatten(torch.randn(4096, 1, 28, 28)))))))).std().item() > 1.1
+    # MC dropout switches the AlphaDropout layers on: the MC prediction differs from the plain one
+    x = torch.randn(20, 1, 28, 28)
+    assert not torch.allclose(mc_dropout_probabilities(m, x, passes=5), probabilities(m, x))
+
+
+def test_max_norm_of_the_variant_is_applied_by_training(tmp_path):
+    """The stage's max-norm variant, trained through fit with the stage's constraint: every hidden
+    unit's incoming weights end within the radius."""
+    from genstudy.objectives import max_norm as constraint
+    from genstudy.experiments.regularization import Variant, build
+    from genstudy.training import fit, make_optimizer
+    v = Variant(activation="selu", init="lecun_normal", dropout=0.2, alpha_dropout=True, max_norm=0.5)
+    m = models.seeded(0, build, v, [784, 32, 16, 10])
+    train = data.Tensors(torch.randn(64, 1, 28, 28) * 3, torch.randint(0, 10, (64,)))
+    fit(m, train, epochs=2, batch_size=16, optimizer=make_optimizer(m.parameters(), "nadam", 0.05), seed=0,
+        constraints=[constraint(v.max_norm, ["fc1", "fc2"])], progress=False)
+    for layer in (m.fc1, m.fc2):
+        assert layer.weight.norm(dim=1).max().item() <= 0.5 + 1e-5
+    assert m.fc3.weight.norm(dim=1).max().item() > 0.5  # the output layer is not constrained
 
 
 def test_entropy_and_error_auroc():

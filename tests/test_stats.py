@@ -201,3 +201,21 @@ def test_overall_and_not_a_result():
         overall([("a", not_a_result("smoke"))])
     assert not_a_result("quick") == "not a result: quick"
     assert set(stats.LABELS) == {R, PARTLY, N, C, I}
+
+
+def test_versus_a_reference_value_and_the_equivalence_labels():
+    close = stats.versus([0.905, 0.907, 0.909, 0.906], 0.907)  # mean 0.90675, tiny spread
+    assert close.test == "one-sample t" and close.n == 4
+    assert close.diff == pytest.approx(-0.00025)
+    lo, hi = close.ci()
+    t = sps.t.ppf(0.975, 3) * np.std([0.905, 0.907, 0.909, 0.906], ddof=1) / 2
+    assert (lo, hi) == pytest.approx((-0.00025 - t, -0.00025 + t))
+    assert stats.judge_equal(close, 0.01).label == stats.REPRODUCED
+    far = stats.versus([0.87, 0.871, 0.869], 0.907)
+    assert stats.judge_equal(far, 0.01).label == stats.NOT_REPRODUCED
+    wide = stats.versus([0.85, 0.95, 0.90], 0.907)
+    j = stats.judge_equal(wide, 0.01)
+    assert j.label == stats.INCONCLUSIVE and j.n_needed > 3
+    assert stats.judge_equal(stats.versus([0.9], 0.907), 0.01).label == stats.INCONCLUSIVE
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        stats.judge_equal(close, 0)

@@ -13,13 +13,18 @@ from pathlib import Path
 
 import yaml
 
-from . import experiments
+from . import experiments, stats
 from .outputs import atomic_path, write_json
-from .report import Outputs, Section
+from .report import Outputs, Section, label_of
 
 
 def complete(section: Section, out: Outputs) -> Section:
-    """``section`` with what every section shows besides its own text: figures, params, time."""
+    """``section`` with what every section shows besides its own text: figures, params, time.
+
+    A stage run under a profile other than the full protocol (smoke, quick) gives no verdict:
+    its sizes test the code, not the claim, so the verdict says 'not a result: <profile>'."""
+    if out.profile != "full":
+        section.verdict = stats.not_a_result(out.profile) + " (the verdict is computed on the full protocol only)"
     section.figures = out.figures()
     section.params = out.params
     section.wall_time_s = out.run().get("wall_time_s")
@@ -64,19 +69,38 @@ table{border-collapse:collapse;margin:1em 0;font-size:.92em;max-width:100%;displ
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.verdict{background:#eef6ee;border-left:4px solid #4a4;padding:.5em 1em}
 .verdict.no{background:#fbeeee;border-left-color:#c44}.verdict.partly{background:#fbf6e6;border-left-color:#ca4}
+.verdict.none{background:#f0f0f0;border-left-color:#888}.verdict ul{margin:.3em 0}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}details pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em}
 nav a{margin-right:1em}
 """
 
 
-def _verdict_class(verdict: str) -> str:
-    v = verdict.lower()
-    if v.startswith("not reproduced"):
-        return "verdict no"
-    if v.startswith("reproduced qualitatively") or v.startswith("partly"):
-        return "verdict partly"
-    return "verdict"
+VERDICT_CLASS = {stats.REPRODUCED: "verdict", stats.PARTLY: "verdict partly",
+                 stats.INCONCLUSIVE: "verdict partly", stats.NOT_REPRODUCED: "verdict no",
+                 stats.CONTRADICTED: "verdict no"}
+
+
+def _verdict_html(verdict: str) -> str:
+    """The label in bold, each part of the claim as a list item, the note after them."""
+    e = html.escape
+    first, *rest = verdict.split("\n")
+    label, _, tail = first.partition(":")
+    items = "".join(f"<li>{e(line[2:])}</li>" for line in rest if line.startswith("- "))
+    notes = " ".join(e(line) for line in rest if not line.startswith("- "))
+    return (f"<div class='{VERDICT_CLASS.get(label, 'verdict none')}'><b>Verdict: {e(label)}</b>{e(tail)}"
+            + (f"<ul>{items}</ul>" if items else "") + (f"<p>{notes}</p>" if notes else "") + "</div>")
+
+
+OURS = "this study: mean ± sd [95 % CI] (n seeds)"
+
+
+def _banner(summary: dict) -> str:
+    """A warning for a run that is not the full protocol ('' for the full protocol)."""
+    if summary["profile"] == "full":
+        return ""
+    return (f"This report was built from a run with profile {summary['profile']}: its sizes test the "
+            "code, not the claims, so no verdict is given.")
 
 
 def render_html(sections: list[Section], summary: dict) -> str:
@@ -86,12 +110,13 @@ def render_html(sections: list[Section], summary: dict) -> str:
              "<title>Why do neural networks generalize? Study report</title>",
              f"<style>{CSS}</style></head><body>",
              "<h1>Why do neural networks generalize? Study report</h1>",
+             f"<p class='verdict none'><b>{html.escape(_banner(summary))}</b></p>" if _banner(summary) else "",
              "<nav>" + "".join(f"<a href='#{s.stage}'>{e(s.title)}</a>" for s in sections) +
              "<a href='#run'>Run summary</a></nav>"]
     for s in sections:
         parts.append(f"<h2 id='{s.stage}'>{e(s.title)}</h2><p>{e(s.question)}</p>")
-        parts.append(f"<p class='{_verdict_class(s.verdict)}'><b>Verdict:</b> {e(s.verdict)}</p>")
-        parts.append("<table><tr><th>quantity</th><th>this study (mean ± std over seeds)</th>"
+        parts.append(_verdict_html(s.verdict))
+        parts.append(f"<table><tr><th>quantity</th><th>{OURS}</th>"
                      "<th>the notebook / paper reported</th></tr>")
         parts += [f"<tr><td>{e(r.quantity)}</td><td>{e(r.ours)}</td><td>{e(r.reported)}</td></tr>"
                   for r in s.rows]
@@ -134,9 +159,15 @@ def _md_cell(x) -> str:
 
 def render_markdown(sections: list[Section], summary: dict) -> str:
     out = ["# Why do neural networks generalize? Study report", ""]
+    if _banner(summary):
+        out += [f"> **{_banner(summary)}**", ""]
     for s in sections:
-        out += [f"## {s.title}", "", s.question, "", f"**Verdict:** {s.verdict}", "",
-                "| quantity | this study (mean ± std over seeds) | the notebook / paper reported |",
+        first, *rest = s.verdict.split("\n")
+        label, _, tail = first.partition(":")
+        out += [f"## {s.title}", "", s.question, "", f"**Verdict: {label}**{tail}", "",
+                *[ln for ln in rest if ln.startswith("- ")], "",
+                *[ln for ln in rest if not ln.startswith("- ")], "",
+                f"| quantity | {OURS} | the notebook / paper reported |",
                 "| --- | --- | --- |"]
         out += [f"| {_md_cell(r.quantity)} | {_md_cell(r.ours)} | {_md_cell(r.reported)} |" for r in s.rows]
         out.append("")

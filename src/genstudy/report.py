@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import stats
+
 
 @dataclass
 class Row:
@@ -36,21 +38,30 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
 
-def fmt(mean: float, std: float | None = None, n: int | None = None, digits: int = 4) -> str:
-    """``mean ± std (n=...)``, or just the number."""
-    if mean is None or pd.isna(mean):
+def fmt_series(values, digits: int = 4) -> str:
+    """``mean ± sd [95 % CI] (n=...)`` over seeds; the CI only from 2 seeds on; 'n/a' when empty."""
+    s = stats.summarize(values)
+    if s.n == 0:
         return "n/a"
-    s = f"{mean:.{digits}f}"
-    if std is not None and n is not None and n > 1:
-        s += f" ± {std:.{digits}f}"
-    if n is not None:
-        s += f" (n={n})"
-    return s
+    f = lambda x: f"{x:.{digits}f}"  # noqa: E731
+    if s.n == 1:
+        return f"{f(s.mean)} (n=1)"
+    return f"{f(s.mean)} ± {f(s.sd)} [{f(s.lo)}, {f(s.hi)}] (n={s.n})"
 
 
-def fmt_series(values: pd.Series, digits: int = 4) -> str:
-    v = values.dropna()
-    return fmt(v.mean(), v.std(ddof=1) if len(v) > 1 else 0.0, len(v), digits) if len(v) else "n/a"
+def verdict(parts: list[tuple[str, stats.Judgement]], note: str = "") -> str:
+    """The verdict: its label (stats.overall of the parts) on the first line, then one line per
+    part ('- claim: numbers, test, n, interval: label (why)'), then ``note``."""
+    if not parts:
+        return f"{stats.INCONCLUSIVE}: {note or 'nothing in this run to test the claim on.'}"
+    label = stats.overall([(name, j.label) for name, j in parts])
+    lines = [f"{label}:"] + [f"- {j.line(name)}" for name, j in parts] + ([note] if note else [])
+    return "\n".join(lines)
+
+
+def label_of(verdict_text: str) -> str:
+    """The label a verdict starts with."""
+    return verdict_text.split(":", 1)[0]
 
 
 # --- reading what the stages wrote -------------------------------------------------------------
@@ -97,14 +108,3 @@ def ref_text(refs: dict, stage: str, key: str, digits: int = 4) -> str:
 
 def ref_value(refs: dict, stage: str, key: str) -> float:
     return float(refs[stage][key]["value"])
-
-
-def differs(a: pd.Series, b: pd.Series) -> bool:
-    """Means further apart than two standard errors of their difference (a rough test).
-
-    With one seed there is no spread to compare against: only the sign counts.
-    """
-    import numpy as np
-    a, b = a.dropna(), b.dropna()
-    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(len(a), len(b)) > 1 else 0.0
-    return abs(a.mean() - b.mean()) > 2 * se

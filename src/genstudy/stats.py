@@ -104,14 +104,16 @@ class Comparison:
         half = 0.0 if self.se == 0 else stats.t.ppf(0.5 + level / 2, self.df) * self.se
         return self.diff - half, self.diff + half
 
-    def text(self, name: str, digits: int = 4) -> str:
-        """'a vs b: +0.0007 (95 % CI -0.0040..+0.0050, paired t over 3 seeds, p 0.71)'."""
+    def text(self, name: str, digits: int = 4, unit: str = "seeds") -> str:
+        """'a vs b: +0.0007 (95 % CI -0.0040..+0.0050, paired t over 3 seeds, p 0.71)'.
+
+        ``unit``: what n counts, when the pairs are not seeds (e.g. '(batch, seed) pairs')."""
         f = lambda x: f"{x:+.{digits}f}"
         lo, hi = self.ci()
         ci = f"95 % CI {f(lo)}..{f(hi)}" if self.n_min >= 2 else "no CI"
         n = " + ".join(map(str, self.n)) if isinstance(self.n, tuple) else str(self.n)
         drop = f", {self.dropped} NaN or unpaired dropped" if self.dropped else ""
-        seeds = "seed" if n == "1" else "seeds"
+        seeds = unit.rstrip("s") if n == "1" and unit.endswith("s") else unit
         return f"{name}: {f(self.diff)} ({ci}, {self.test} over {n} {seeds}{drop}, {fmt_p(self.p)})"
 
 
@@ -169,6 +171,21 @@ def welch(a, b) -> Comparison:
         return _flat("Welch t", diff, tol, sum(n) - 2, n, da + db)
     res = _quiet(stats.ttest_ind, x, y, equal_var=False)
     return Comparison("Welch t", diff, se, float(res.df), float(res.pvalue), n, sd, da + db)
+
+
+def versus(values, reference: float) -> Comparison:
+    """One-sample t-test of mean(values) - reference (a study's seeds against a notebook's single run)."""
+    x, dropped = _clean(values)
+    n = len(x)
+    diff = float(x.mean() - reference) if n else NAN
+    if n < 2:
+        return Comparison("one-sample t", diff, NAN, NAN, NAN, n, NAN, dropped)
+    tol = _rounding(x, np.array([reference]))
+    if np.ptp(x) <= tol:
+        return _flat("one-sample t", diff, tol, n - 1, n, dropped)
+    sd = float(x.std(ddof=1))
+    p = float(_quiet(stats.ttest_1samp, x, reference).pvalue)
+    return Comparison("one-sample t", diff, sd / math.sqrt(n), n - 1, p, n, sd, dropped)
 
 
 @dataclass(frozen=True)
@@ -276,6 +293,28 @@ def judge(c: Comparison, expect: int, min_effect: float, alpha: float = 0.05) ->
     n = _n_settling(c.sd, min_effect, alpha, c.n_min)
     per = " per arm" if isinstance(c.n, tuple) else ""
     return Judgement(INCONCLUSIVE, c, n, f"{ci} contains 0 and {effect}; about {n} seeds{per} would settle it")
+
+
+def judge_equal(c: Comparison, margin: float, alpha: float = 0.05) -> Judgement:
+    """Judge the claim 'the difference is within ±margin' (two arms alike, or our mean at a notebook's).
+
+    reproduced: the (1 - alpha) interval lies inside ±margin; not reproduced: it lies wholly outside
+    (the data rule the claim out); inconclusive otherwise, with the n at which the interval would be
+    narrower than margin (so it can no longer straddle both a value inside and one outside the band).
+    """
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0 (got {margin})")
+    if c.n_min < 2:
+        return Judgement(INCONCLUSIVE, c, None, "fewer than 2 seeds: no spread to test against")
+    lo, hi = c.ci(1 - alpha)
+    ci, band = f"the {100 * (1 - alpha):g} % CI", f"±{margin:g}"
+    if -margin <= lo and hi <= margin:
+        return Judgement(REPRODUCED, c, None, f"{ci} lies within {band}")
+    if hi < -margin or lo > margin:
+        return Judgement(NOT_REPRODUCED, c, None, f"{ci} lies outside {band}")
+    n = _n_settling(c.sd, margin, alpha, c.n_min)
+    per = " per arm" if isinstance(c.n, tuple) else ""
+    return Judgement(INCONCLUSIVE, c, n, f"{ci} straddles {band}; about {n} seeds{per} would settle it")
 
 
 def judge_trend(t: Trend, expect: int, alpha: float = 0.05, min_rho: float = 0.5) -> Judgement:

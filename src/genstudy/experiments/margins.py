@@ -19,8 +19,8 @@ import pandas as pd
 import seaborn as sns
 from pydantic import Field, model_validator
 
-from genstudy import data, deepfool, figures, lr_batch, models, outputs, params
-from genstudy.report import Outputs, Row, Section, differs as _differs, fmt_series, ref_text
+from genstudy import data, deepfool, figures, lr_batch, models, outputs, params, stats
+from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
 from genstudy.training import evaluate
 
 # --- params -----------------------------------------------------------------------------------
@@ -164,60 +164,51 @@ def margin_figures(df: pd.DataFrame, out: Path) -> None:
 
 def section(out: Outputs, refs: dict) -> Section:
     df = out.table()
-    threshold = out.json("metrics.json")["fitted_train_acc"]
-    ok = df[df.margin_mean.notna()]
-    # E6's premise is models that fit their training set (the stage marks them); the margins
-    # of one that did not (e.g. lr 0.05 at batch 16) measure a different thing, so the
-    # comparison leaves them out
-    fitted = ok[ok.fitted]
+    threshold = out.params["fitted_train_acc"]
+    # E6's premise is models that fit their training set (the stage marks them); the margins of
+    # one that did not measure a different thing, so every range and test below leaves them out.
+    fitted = df[df.fitted & df.margin_mean.notna()]
     left_out = df[~df.index.isin(fitted.index)].groupby(["lr", "batch"]).train_acc.agg(["size", "mean"])
-    # one value per (lr, batch): the mean over seeds, as the notebook's one run per setting
-    per_cfg = ok.groupby(["lr", "batch"])[["margin_mean", "rho"]].mean().reset_index()
-    over = f"range over the {len(per_cfg)} (lr, batch), mean of {df.seed.nunique()} seed(s)"
-    rows = [Row(f"mean DeepFool margin ‖r‖, {over}",
-                f"{per_cfg.margin_mean.min():.3f} – {per_cfg.margin_mean.max():.3f}",
-                f"{ref_text(refs, 'margins', 'margin_mean_min')} – {ref_text(refs, 'margins', 'margin_mean_max')}"),
-            Row(f"rho = mean(‖r‖/‖x‖), {over}", f"{per_cfg.rho.min():.3f} – {per_cfg.rho.max():.3f}",
-                f"paper (MNIST): {ref_text(refs, 'margins', 'paper_rho_fc500_150_10_mnist')} FC500-150-10, "
-                f"{ref_text(refs, 'margins', 'paper_rho_lenet_mnist')} LeNet"),
-            Row("share of examples flipped", fmt_series(df.flipped_share, 3)),
-            Row(f"models at ≥ {threshold} train accuracy (the rows below compare these)",
+    note = ("Left out, not fitting the training set: " + ", ".join(
+        f"lr {lr:g} batch {b} ({int(r['size'])} model(s), train accuracy {r['mean']:.2f})"
+        for (lr, b), r in left_out.iterrows()) + ".") if len(left_out) else ""
+    ref = lambda key: ref_text(refs, "margins", key)  # noqa: E731
+    rows = [Row(f"models at ≥ {threshold:g} train accuracy (all rows below are over these)",
                 f"{len(fitted)} of {len(df)}")]
     if fitted.empty:
-        verdict = (f"not evaluated: no model reached {threshold} train accuracy, the premise of the "
-                   "comparison (train longer: margins.epochs)")
-    else:
-        by_lr = fitted.groupby("lr")[["margin_mean", "test_acc"]].mean()
-        top_lr, best_acc_lr = by_lr.margin_mean.idxmax(), by_lr.test_acc.idxmax()
-        top = fitted[fitted.lr == top_lr].groupby("batch").margin_mean.mean()
-        acc_at = lambda lr: fitted[fitted.lr == lr].test_acc  # noqa: E731
-        rows += [Row("learning rate with the largest mean margin",
-                     f"{top_lr:g} (margins {top.min():.2f}–{top.max():.2f})",
-                     f"0.05 ({ref_text(refs, 'margins', 'margin_mean_lr0.05_low')}–"
-                     f"{ref_text(refs, 'margins', 'margin_mean_max')})"),
-                 Row(f"test accuracy at lr {top_lr:g}", fmt_series(acc_at(top_lr), 3),
-                     f"{ref_text(refs, 'margins', 'test_acc_lr0.05_low')} (lr 0.05)")]
-        if best_acc_lr != top_lr:
-            rows.append(Row(f"test accuracy at lr {best_acc_lr:g} (the best)", fmt_series(acc_at(best_acc_lr), 3)))
-        rows.append(Row("correlation of margin and test accuracy over the fitted models",
-                        f"{fitted.margin_mean.corr(fitted.test_acc):.2f}" if len(fitted) > 2 else "n/a"))
-        if top_lr == best_acc_lr:
-            verdict = (f"reproduced{'' if top_lr == 0.05 else ' qualitatively'}: lr {top_lr:g} gives both the "
-                       "largest margins and the best test accuracy" + ("" if top_lr == 0.05 else " (the notebook: lr 0.05)"))
-        elif not _differs(acc_at(top_lr), acc_at(best_acc_lr)):
-            verdict = (f"reproduced qualitatively: lr {top_lr:g} gives the largest margins, and its test accuracy "
-                       f"{by_lr.test_acc[top_lr]:.3f} is within noise of the best, lr {best_acc_lr:g}'s "
-                       f"{by_lr.test_acc[best_acc_lr]:.3f} (less than two standard errors apart)")
-        else:
-            verdict = (f"not reproduced: the largest margins come at lr {top_lr:g} but the best test accuracy "
-                       f"at lr {best_acc_lr:g}")
-    if len(left_out):
-        verdict += "; left out, not fitting the training set: " + ", ".join(
-            f"lr {lr:g} batch {b} ({int(r['size'])} model(s), train accuracy {r['mean']:.2f})"
-            for (lr, b), r in left_out.iterrows())
-    return Section(
-        "margins", "E6 DeepFool margins",
-        "Do the models that generalize better also sit further from their decision boundaries? "
-        "DeepFool finds the smallest L2 perturbation that flips each of 1,000 training examples, "
-        "for 16 MLPs trained to ~100% train accuracy with different lr and batch size.",
-        rows, verdict + ".")
+        return Section("margins", "E6 DeepFool margins", QUESTION, rows, verdict(
+            [], f"No model reached {threshold:g} train accuracy, the premise of the comparison "
+                "(train longer: margins.epochs)."))
+    per_cfg = fitted.groupby(["lr", "batch"])[["margin_mean", "rho"]].mean()  # as the notebook's one run each
+    over = f"range over the {len(per_cfg)} fitted (lr, batch), mean of {fitted.seed.nunique()} seed(s)"
+    by_lr = fitted.groupby("lr")[["margin_mean", "test_acc"]].mean()
+    top = by_lr.margin_mean.idxmax()
+    rival = by_lr.test_acc.drop(top).idxmax() if len(by_lr) > 1 else None
+    acc_at = lambda lr: fitted[fitted.lr == lr].set_index(["batch", "seed"]).test_acc  # noqa: E731
+    nb_lr = refs["margins"]["margin_mean_lr0.05_low"]["lr"]  # the notebook's best lr
+    rows += [Row(f"mean DeepFool margin ‖r‖, {over}",
+                 f"{per_cfg.margin_mean.min():.3f} – {per_cfg.margin_mean.max():.3f}",
+                 f"{ref('margin_mean_min')} – {ref('margin_mean_max')}"),
+             Row(f"rho = mean(‖r‖/‖x‖), {over}", f"{per_cfg.rho.min():.3f} – {per_cfg.rho.max():.3f}",
+                 f"paper (MNIST): {ref('paper_rho_fc500_150_10_mnist')} FC500-150-10, "
+                 f"{ref('paper_rho_lenet_mnist')} LeNet"),
+             Row("share of examples flipped", fmt_series(fitted.flipped_share, 3)),
+             Row("learning rate with the largest mean margin (its margins over batch sizes)",
+                 f"{top:g} ({per_cfg.loc[top].margin_mean.min():.2f}–{per_cfg.loc[top].margin_mean.max():.2f})",
+                 f"{nb_lr:g} ({ref('margin_mean_lr0.05_low')}–{ref('margin_mean_max')})"),
+             Row(f"test accuracy at lr {top:g}", fmt_series(acc_at(top), 3),
+                 f"{ref('test_acc_lr0.05_low')} (lr {nb_lr:g})")]
+    parts = [("margin vs test accuracy over the fitted models",
+              stats.judge_trend(stats.spearman(fitted.margin_mean, fitted.test_acc), +1))]
+    if rival is not None:
+        diff = stats.paired(acc_at(top), acc_at(rival))
+        rows.append(Row(f"test accuracy, lr {top:g} − lr {rival:g} (the best other lr)",
+                        diff.text("paired by (batch, seed)", unit="(batch, seed) pairs")))
+        parts.append((f"the largest-margin lr {top:g} is the most accurate (− lr {rival:g})",
+                      stats.judge(diff, +1, ref_value(refs, "margins", "min_effect"))))
+    return Section("margins", "E6 DeepFool margins", QUESTION, rows, verdict(parts, note))
+
+
+QUESTION = ("Do the models that generalize better also sit further from their decision boundaries? "
+            "DeepFool finds the smallest L2 perturbation that flips each training example, for MLPs "
+            "trained to ~100 % train accuracy with different lr and batch size.")

@@ -1,0 +1,252 @@
+"""Every experiment's verdict, on tables built to give each of its labels.
+
+Each case writes the outputs a stage would (its tables and a run.json with the parameters
+the section reads), builds the section, and checks the label the verdict starts with and
+that the verdict states its test, n and interval.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from genstudy import experiments, render
+from genstudy.report import Outputs, label_of
+from genstudy.stats import CONTRADICTED, INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED
+
+REPO = Path(__file__).resolve().parents[1]
+REFS = yaml.safe_load((REPO / "references.yaml").read_text())
+RNG = np.random.default_rng(0)
+
+
+def build(tmp_path: Path, stage: str, params: dict, profile: str = "full", **tables: pd.DataFrame):
+    d = tmp_path / stage
+    d.mkdir(parents=True)
+    for name, df in tables.items():
+        df.to_csv(d / f"{name}.csv", index=False)
+    (d / "run.json").write_text(json.dumps({"stage": stage, "profile": profile, "params": params}))
+    out = Outputs(tmp_path, stage)
+    return render.complete(experiments.load(stage).section(out, REFS), out)
+
+
+def check(section, label):
+    assert label_of(section.verdict) == label, section.verdict
+    if label in (REPRODUCED, CONTRADICTED, NOT_REPRODUCED):  # a decided claim shows its evidence
+        assert "95 % CI" in section.verdict and " over " in section.verdict and "p " in section.verdict
+
+
+def jitter(n, scale):
+    return RNG.normal(0, scale, n)
+
+
+# --- baselines ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("accs, label", [
+    ([0.906, 0.907, 0.908], REPRODUCED),          # within ±0.01 of the notebook's 0.907
+    ([0.870, 0.872, 0.871], NOT_REPRODUCED),      # clearly below
+    ([0.85, 0.95, 0.90], INCONCLUSIVE),           # too spread to tell
+    ([0.907], INCONCLUSIVE),                      # one seed
+])
+def test_baselines(tmp_path, accs, label):
+    df = pd.DataFrame([{"model": m, "seed": s, "test_acc": a, "test_loss": 0.3}
+                       for s, a in enumerate(accs) for m in ("convnet", "mlp")])
+    check(build(tmp_path, "baselines", {"convnet": {"train_size": None}}, results=df), label)
+
+
+# --- E1 flatness -------------------------------------------------------------------------------
+
+def flatness_table(sharp, gap, sens, seeds=3):
+    rows = []
+    for i, bs in enumerate([8, 64, 128, 512, 1024]):
+        for s in range(seeds):
+            rows.append({"batch_size": bs, "seed": s, "epochs": 10, "train_loss": 0.1, "test_acc": 0.8,
+                         "reached_target": True, "diverged": False, "sharpness": sharp(i) + 0.01 * s,
+                         "gap": gap(i) + 0.001 * s, "sensitivity_mean": sens(i) + 0.01 * s})
+    return pd.DataFrame(rows)
+
+
+FLAT_PARAMS = {"sharpness": {"eps": 1e-3}, "target_train_loss": 0.1, "epochs": 100, "train_size": 3000,
+               "dataset": "fashion_mnist"}
+
+
+@pytest.mark.parametrize("sharp, gap, sens, seeds, label", [
+    (lambda i: i, lambda i: 0.1 * i, lambda i: i, 3, REPRODUCED),       # all rise with batch size
+    (lambda i: -i, lambda i: -0.1 * i, lambda i: -i, 3, CONTRADICTED),  # all fall
+    (lambda i: i, lambda i: -0.1 * i, lambda i: i, 3, PARTLY),          # sharper, but gap falls
+    (lambda i: 1.0, lambda i: 0.1, lambda i: 1.0, 3, INCONCLUSIVE),     # flat, 15 points: can't rule out rho 0.5
+    (lambda i: 1.0, lambda i: 0.1, lambda i: 1.0, 20, NOT_REPRODUCED),  # flat over 100 points: rules it out
+])
+def test_flatness(tmp_path, sharp, gap, sens, seeds, label):
+    df = flatness_table(sharp, gap, sens, seeds)  # flat: values vary by seed only, so rho is 0
+    s = build(tmp_path, "flatness", FLAT_PARAMS, results=df)
+    check(s, label)
+    assert "trained until its training loss was at most 0.1" in s.verdict
+
+
+# --- E2 gradient loss ----------------------------------------------------------------------------
+
+def gradient_table(clean_g, noisy_g, clean_b=0.90, noisy_b=0.80, seeds=3, spread=0.002):
+    rows = []
+    for s in range(seeds):
+        e = spread * (s - 1)
+        for arm, clean, noisy in (("gradient_loss", clean_g, noisy_g), ("cross_entropy", clean_b, noisy_b)):
+            for sigma, a in ((0.0, clean), (0.1, noisy), (0.3, noisy - 0.1)):
+                rows.append({"arm": arm, "seed": s, "sigma": sigma, "test_acc": a + e * (arm == "gradient_loss"),
+                             "train_time_per_epoch": 2.0 if arm == "gradient_loss" else 1.0})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("table, label", [
+    (gradient_table(0.90, 0.86), REPRODUCED),                # as accurate, clearly more robust
+    (gradient_table(0.90, 0.70), PARTLY),                    # as accurate, but less robust
+    (gradient_table(0.80, 0.70), CONTRADICTED),              # worse clean and under noise... and
+    (gradient_table(0.90, 0.85, spread=0.2), INCONCLUSIVE),  # too noisy to tell anything
+])
+def test_gradient_loss(tmp_path, table, label):
+    s = build(tmp_path, "gradient_loss", {}, results=table)
+    check(s, label)
+    assert any("2.00" in r.ours for r in s.rows if r.quantity.startswith("training time per epoch"))
+
+
+# --- E3 regularization ---------------------------------------------------------------------------
+
+def regularization_table(gaps: dict[str, float]):
+    rows = [{"variant": v, "trained_as": v, "seed": s, "test_acc": 0.85, "best_val_acc": 0.86,
+             "gap": g + 0.002 * s + (0.001 * s * s if v == "none" else 0.0)}
+            for v, g in gaps.items() for s in range(3)]
+    return pd.DataFrame(rows)
+
+
+REG_PARAMS = {"train_size": None, "sizes": [784, 300, 100, 10], "training": {"epochs": 20}}
+
+
+@pytest.mark.parametrize("gaps, label", [
+    ({"none": 0.13, "l2": 0.04, "dropout": 0.09}, REPRODUCED),
+    ({"none": 0.13, "l2": 0.04, "dropout": 0.20}, PARTLY),
+    ({"none": 0.13, "l2": 0.20, "dropout": 0.25}, CONTRADICTED),
+])
+def test_regularization(tmp_path, gaps, label):
+    check(build(tmp_path, "regularization", REG_PARAMS, results=regularization_table(gaps)), label)
+
+
+# --- E4 transfer ------------------------------------------------------------------------------------
+
+TRANSFER_PARAMS = {"b_classes": [4, 5], "b_train_size": 100, "model_b": {"epochs": 20},
+                   "transferred": {"frozen_epochs": 4, "unfrozen_epochs": 16}}
+
+
+@pytest.mark.parametrize("gain, spread, seeds, label", [
+    (0.30, 0.02, 5, REPRODUCED),
+    (-0.30, 0.02, 5, CONTRADICTED),
+    (0.0, 0.005, 20, NOT_REPRODUCED),   # no gain, and a gain of 0.05 ruled out
+    (0.17, 0.31, 5, INCONCLUSIVE),      # the committed 5-seed run's spread
+])
+def test_transfer(tmp_path, gain, spread, seeds, label):
+    g = gain + jitter(seeds, spread)
+    rows = [{"arm": "model_a", "task": "A", "seed": s, "test_acc": 0.85, "train_acc": 0.9} for s in range(seeds)]
+    rows += [{"arm": "scratch", "task": "B", "seed": s, "test_acc": 0.6, "train_acc": 1.0} for s in range(seeds)]
+    rows += [{"arm": "transferred", "task": "B", "seed": s, "test_acc": 0.6 + g[s], "train_acc": 1.0}
+             for s in range(seeds)]
+    s = build(tmp_path, "transfer", TRANSFER_PARAMS, results=pd.DataFrame(rows))
+    check(s, label)
+    if label == INCONCLUSIVE:
+        assert "seeds would settle it" in s.verdict
+
+
+# --- E5 sweep ----------------------------------------------------------------------------------------
+
+def sweep_table(acc_lr05, acc_small, best):
+    rows = []
+    for s in range(3):
+        e = 0.003 * (s - 1)
+        rows += [{"sweep": "lr", "lr": lr, "batch": 128, "seed": s, "final_train_acc": 0.8,
+                  "final_test_acc": a + e, "diverged": False} for lr, a in ((0.1, 0.78), (0.5, acc_lr05))]
+        rows += [{"sweep": "batch", "lr": 0.1, "batch": b, "seed": s, "final_train_acc": 0.1,
+                  "final_test_acc": acc_small + e, "diverged": False} for b in (2, 4, 8)]
+        rows += [{"sweep": "grid", "lr": lr, "batch": 64, "seed": s, "final_train_acc": 0.9,
+                  "final_test_acc": a + e, "diverged": False} for lr, a in ((0.05, best), (0.1, best - 0.05))]
+    return pd.DataFrame(rows)
+
+
+SWEEP_PARAMS = {"lr_sweep": {"batch_size": 128, "epochs": 10}, "batch_sweep": {"lr": 0.1},
+                "grid_epochs": 20, "hidden": [512], "train_size": 1000}
+
+
+@pytest.mark.parametrize("table, label", [
+    (sweep_table(0.60, 0.10, 0.805), REPRODUCED),
+    (sweep_table(0.60, 0.40, 0.805), PARTLY),          # small batches do train here
+    (sweep_table(0.85, 0.40, 0.70), CONTRADICTED),     # lr 0.5 better; nothing else holds either
+])
+def test_sweep(tmp_path, table, label):
+    check(build(tmp_path, "sweep", SWEEP_PARAMS, results=table), label)
+
+
+# --- E6 margins --------------------------------------------------------------------------------------
+
+def margins_table(models):
+    """models: (lr, batch, seed, margin, test_acc, train_acc)."""
+    return pd.DataFrame([{"lr": lr, "batch": b, "seed": s, "margin_mean": m, "rho": m / 10, "flipped_share": 1.0,
+                          "test_acc": acc, "train_acc": tr, "fitted": tr >= 0.99}
+                         for lr, b, s, m, acc, tr in models])
+
+
+def test_margins_labels_and_the_unfitted_models_are_left_out(tmp_path):
+    good = [(lr, b, s, m + 0.01 * s, acc + 0.002 * s + 0.001 * b / 16, 1.0) for s in range(3) for b in (16, 32)
+            for lr, m, acc in ((0.01, 0.5, 0.76), (0.05, 0.9, 0.80))]
+    broken = [(0.05, 64, s, 1.5, 0.3, 0.33) for s in range(3)]  # never fitted: huge margin, low accuracy
+    s = build(tmp_path / "a", "margins", {"fitted_train_acc": 0.99}, results=margins_table(good + broken))
+    check(s, REPRODUCED)
+    assert "Left out, not fitting the training set: lr 0.05 batch 64 (3 model(s), train accuracy 0.33)" in s.verdict
+    assert any(r.ours == "12 of 15" for r in s.rows)
+    assert any(r.ours == "0.510 – 0.910" for r in s.rows if "margin ‖r‖" in r.quantity)  # fitted only
+    # the largest margins at the less accurate lr: that part is contradicted
+    worse = [(lr, b, s, m, acc + 0.002 * s, 1.0) for s in range(3) for b in (16, 32)
+             for lr, m, acc in ((0.01, 0.5, 0.80), (0.05, 0.9, 0.70))]
+    s = build(tmp_path / "b", "margins", {"fitted_train_acc": 0.99}, results=margins_table(worse))
+    assert "contradicted (the 95 % CI lies below 0" in s.verdict
+    # nothing fitted: nothing to compare, said so
+    s = build(tmp_path / "c", "margins", {"fitted_train_acc": 0.99},
+              results=margins_table([(0.01, 32, 0, 0.5, 0.5, 0.6)]))
+    check(s, INCONCLUSIVE)
+    assert "No model reached 0.99 train accuracy" in s.verdict
+
+
+# --- E7 probes ------------------------------------------------------------------------------------------
+
+POINTS = ["input", "conv1_pre", "conv1_post", "conv1_pool", "logits"]
+
+
+def probes_tables(trained_error, fig8_after, fig8_before, relu=-0.05, seeds=3):
+    f5 = [{"seed": s, "snapshot": snap, "point": p, "depth": d,
+           "test_error": (trained_error(d) if snap == "trained" else 0.2 + relu * (p == "conv1_post"))
+           + 0.002 * s}
+          for s in range(seeds) for snap in ("untrained", "trained") for d, p in enumerate(POINTS)]
+    f8 = [{"seed": s, "steps": steps, "snapshot": f"{steps} minibatches", "point": f"layer{d}", "depth": d,
+           "test_error": (fig8_after(steps) if d >= 3 else fig8_before) + 0.003 * s}
+          for s in range(seeds) for steps in (0, 2000) for d in range(6)]
+    return pd.DataFrame(f5), pd.DataFrame(f8)
+
+
+@pytest.mark.parametrize("trained, after, before, relu, label", [
+    (lambda d: 0.2 - 0.03 * d, lambda st: 0.5 - st / 10000, 0.9, -0.05, REPRODUCED),
+    (lambda d: 0.1 + 0.03 * d, lambda st: 0.5 + st / 10000, 0.5, +0.05, CONTRADICTED),
+    (lambda d: 0.2 - 0.03 * d, lambda st: 0.5 - st / 10000, 0.5, -0.05, PARTLY),  # fig. 8's early layers learn
+])
+def test_probes(tmp_path, trained, after, before, relu, label):
+    f5, f8 = probes_tables(trained, after, before, relu)
+    s = build(tmp_path, "probes", {"deep_mlp": {"skip_layer": 3, "depth": 5}, "dataset": "fashion_mnist"},
+              fig5=f5, fig8=f8)
+    check(s, label)
+    assert "Figure 5:" in s.verdict and "Figure 8:" in s.verdict
+
+
+def test_a_smoke_or_quick_run_gives_no_verdict(tmp_path):
+    df = pd.DataFrame([{"model": m, "seed": s, "test_acc": 0.9, "test_loss": 0.3}
+                       for s in range(3) for m in ("convnet", "mlp")])
+    s = build(tmp_path, "baselines", {"convnet": {"train_size": 500}}, profile="smoke", results=df)
+    assert s.verdict.startswith("not a result: smoke")
