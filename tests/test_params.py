@@ -58,6 +58,29 @@ def test_smoke_profile_merges_its_overrides(tmp_path):
     assert p.seeds == [0] and p.train.epochs == 1 and p.train.lr == 0.1  # untouched keys stay
 
 
+def test_a_value_the_user_changed_wins_over_the_profile(tmp_path):
+    """`dvc exp run -S profile=smoke -S demo.train.epochs=5`: epochs differs from the committed 3,
+    so smoke's epochs 1 does not override it; smoke's seeds (untouched by the user) still apply."""
+    doc = with_(with_(GOOD, "profile", "smoke"), "demo.train.epochs", 5)
+    profile, section, kept = params.resolve("demo", write(tmp_path, doc), committed=GOOD)
+    assert profile == "smoke" and kept == ["demo.train.epochs"]
+    assert section["train"]["epochs"] == 5 and section["seeds"] == [0]
+    # without a committed params.yaml to compare with, the profile overrides everything
+    assert params.resolve("demo", write(tmp_path, doc))[1]["train"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_numbers_are_refused(tmp_path, value):
+    with pytest.raises(ParamsError, match=r"demo\.train\.lr: Input should be a finite number"):
+        params.load("demo", Demo, write(tmp_path, with_(GOOD, "demo.train.lr", value)))
+
+
+def test_a_misspelled_profile_is_refused_with_a_suggestion(tmp_path):
+    with pytest.raises(ParamsError, match=r"profile: must be one of full, quick, smoke \(got 'smok'\); "
+                                          r"did you mean 'smoke'"):
+        params.load("demo", Demo, write(tmp_path, with_(GOOD, "profile", "smok")))
+
+
 def test_yaml_1_1_exponent_strings_are_numbers(tmp_path):
     # PyYAML reads `1e-3` as a string (YAML 1.1); it still means 0.001.
     p = params.load("demo", Demo, write(tmp_path, with_(GOOD, "demo.train.lr", "1e-3")))

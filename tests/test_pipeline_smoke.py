@@ -157,4 +157,4 @@ def test_the_report_shows_every_figure_and_real_numbers(smoke_repo):
             cells = re.findall(r"<td>(.*?)</td>", row, flags=re.S)
             assert re.search(r"\d", cells[1]), f"a table row holds no number: {row}"
             assert "nan" not in cells[1].lower() and "n/a" not in cells[1], f"no value in the report: {row}"
-    assert "Verdict:" in page and md.count("**Verdict:**") >= 8
+    assert "Verdict:" in page and md.count("**Verdict: not a result**") >= 8  # smoke: no verdicts

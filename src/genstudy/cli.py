@@ -67,14 +67,20 @@ def stage(name: str) -> tuple[type[params.Schema] | None, callable, str]:
 STAGES = ("fetch", *experiments.NAMES, "report")
 
 
-def committed_params(rev: str = "HEAD") -> dict[str, dict]:
-    """Each stage's section as committed at ``rev`` (defaults filled in by its schema)."""
+def committed_doc(rev: str = "HEAD") -> dict | None:
+    """params.yaml as committed at ``rev`` (None outside a git repository or before a commit)."""
     try:
         text = subprocess.run(["git", "show", f"{rev}:{PARAMS}"], capture_output=True, text=True,
                               check=True).stdout
     except (subprocess.CalledProcessError, FileNotFoundError):
-        return {}
-    doc = yaml.safe_load(text) or {}
+        return None
+    doc = yaml.safe_load(text)
+    return doc if isinstance(doc, dict) else None
+
+
+def committed_params(rev: str = "HEAD") -> dict[str, dict]:
+    """Each stage's section as committed at ``rev`` (defaults filled in by its schema)."""
+    doc = committed_doc(rev) or {}
     out = {}
     for name in STAGES:
         schema = stage(name)[0]
@@ -97,38 +103,58 @@ def run_info() -> dict:
             "torchvision": torchvision.__version__, "platform": platform.platform()}
 
 
+def effective(name: str, committed: dict | None) -> dict:
+    """What stage ``name`` runs with: profile, validated params, keys where the user's value won."""
+    schema = stage(name)[0]
+    if schema is None:
+        return {"profile": params.profile(PARAMS), "params": {}, "user_values_kept": []}
+    profile, section, kept = params.resolve(name, PARAMS, committed)
+    p = params.validate(name, schema, section)
+    return {"profile": profile, "params": p.model_dump(mode="json"), "user_values_kept": kept}
+
+
 def run_stage(name: str) -> None:
     schema, run, _ = stage(name)
     out, models = stage_dirs(name)
-    p = params.load(name, schema, PARAMS) if schema else None
-    profile = params.profile(PARAMS)
+    eff = effective(name, committed_doc())
+    p = schema.model_validate(eff["params"]) if schema else None
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     run(p, out, models)
     wall = time.perf_counter() - t0
     write_json(out / "run.json", {
-        "stage": name, "profile": profile,
-        "params": p.model_dump(mode="json") if p is not None else {},
-        "wall_time_s": round(wall, 2), "started": started.isoformat(timespec="seconds"),
-        **run_info()})
+        "stage": name, **eff, "wall_time_s": round(wall, 2),
+        "started": started.isoformat(timespec="seconds"), **run_info()})
     print(f"{name}: done in {wall:.0f} s")
 
 
 def check() -> int:
-    """Validate every section of params.yaml; print each problem; the number of bad sections."""
-    bad = 0
+    """Validate every section of params.yaml under every profile, before DVC runs (and deletes the
+    outputs of) any stage; print each problem. When all is valid, write what each stage will run
+    with to reports/check/<stage>.json (each stage depends on its own file, so a change to one
+    section reruns only that stage). Returns the number of problems."""
+    committed, bad, found = committed_doc(), 0, {}
+    current = params.profile(PARAMS) if PARAMS.is_file() else "full"
     for name in STAGES:
-        schema = stage(name)[0]
-        if schema is None:
-            continue
-        try:
-            params.load(name, schema, PARAMS)
-        except ParamsError as e:
-            bad += 1
-            print(f"error: {e}", file=sys.stderr)
-    if not bad:
-        print(f"params.yaml: every section is valid (profile {params.profile(PARAMS)})")
-    return bad
+        for profile in params.PROFILES:
+            try:
+                if stage(name)[0] is not None:
+                    params.validate(name, stage(name)[0],
+                                    params.resolve(name, PARAMS, committed, as_profile=profile)[1])
+                if profile == current:
+                    found[name] = effective(name, committed)
+            except ParamsError as e:
+                bad += 1
+                where = "" if profile == current else f" (under profile {profile})"
+                print(f"error{where}: {e}", file=sys.stderr)
+                if "profile:" in str(e) or "unknown section" in str(e):
+                    return bad  # the whole file is unusable: one message is enough
+    if bad:
+        return bad
+    for name, eff in found.items():
+        write_json(REPORTS / "check" / f"{name}.json", eff)
+    print(f"params.yaml: every section is valid under every profile (this run: {current})")
+    return 0
 
 
 def _stage_list() -> str:

@@ -33,6 +33,8 @@ class DatasetSpec:
     sha256: dict[str, str]   # decompressed file name -> SHA-256 of its content
     local_dir: str | None    # where a system package puts the files, if any
     classes: tuple[str, ...]
+    n_train: int = 60_000    # images in the train and test splits
+    n_test: int = 10_000
 
     @property
     def folder(self) -> str:

@@ -73,14 +73,15 @@ def seeded(seed: int, build, *args, **kwargs) -> nn.Module:
 
 # --- E7: linear classifier probes (Alain & Bengio 2016) -------------------------------
 
-def convnet_e7() -> nn.Sequential:
+def convnet_e7(dropout: float = 0.0) -> nn.Sequential:
     """Figure 5's convnet (TensorFlow's MNIST example): Conv 32 5x5 same, ReLU, MaxPool 2,
-    Conv 64 5x5 same, ReLU, MaxPool 2, Dense 512 ReLU, Dense 10 (logits)."""
+    Conv 64 5x5 same, ReLU, MaxPool 2, Dense 512 ReLU, [Dropout], Dense 10 (logits)."""
+    head = [("drop3", nn.Dropout(dropout))] if dropout > 0 else []
     return nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(1, 32, 5, padding=2)), ("act1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
         ("conv2", nn.Conv2d(32, 64, 5, padding=2)), ("act2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
         ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(64 * 7 * 7, 512)), ("act3", nn.ReLU()),
+        ("fc1", nn.Linear(64 * 7 * 7, 512)), ("act3", nn.ReLU()), *head,
         ("fc2", nn.Linear(512, 10)),
     ]))
 

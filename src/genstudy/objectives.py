@@ -19,27 +19,29 @@ from .training import Objective, objective_from_loss
 # --- Weight penalties and the max-norm constraint (E3, regularization) -----------------------
 
 
-def _kernels(model: nn.Module, layers: Iterable[str] | None = None) -> list[torch.Tensor]:
-    """The weight matrices (kernels) of the Linear/Conv layers, never their biases.
+def _kernels(model: nn.Module, layers: Iterable[str] | None = None,
+             biases: bool = False) -> list[torch.Tensor]:
+    """The weight matrices (kernels) of the Linear/Conv layers, and their biases if ``biases``.
 
     ``layers``: names of the layers to take (``model.named_modules()`` names);
     None takes every Linear/Conv layer.
     """
     wanted = None if layers is None else set(layers)
-    found = [(name, m.weight) for name, m in model.named_modules()
+    found = [(name, m) for name, m in model.named_modules()
              if isinstance(m, (nn.Linear, nn.Conv2d)) and (wanted is None or name in wanted)]
     if wanted is not None and wanted - {n for n, _ in found}:
         raise ValueError(f"no Linear/Conv layer named {sorted(wanted - {n for n, _ in found})}")
-    return [w for _, w in found]
+    return [w for _, m in found for w in ((m.weight, m.bias) if biases and m.bias is not None else (m.weight,))]
 
 
 def weight_penalty(model: nn.Module, l1: float = 0.0, l2: float = 0.0,
-                   layers: Iterable[str] | None = None) -> torch.Tensor:
-    """``l1 * sum|W| + l2 * sum W^2`` over the kernels (not biases), as Keras' ``l1_l2`` regularizer.
+                   layers: Iterable[str] | None = None, biases: bool = False) -> torch.Tensor:
+    """``l1 * sum|W| + l2 * sum W^2`` over the kernels, as Keras' ``l1_l2`` regularizer; with
+    ``biases`` over the biases too (Keras' ``bias_regularizer``, as E7's notebook sets it).
 
     Note Keras' ``l2(a)`` is ``a * sum W^2`` (no 1/2), which is what this computes.
     """
-    kernels = _kernels(model, layers)
+    kernels = _kernels(model, layers, biases)
     total = kernels[0].new_zeros(()) if kernels else torch.zeros(())
     for w in kernels:
         if l1:
@@ -50,7 +52,7 @@ def weight_penalty(model: nn.Module, l1: float = 0.0, l2: float = 0.0,
 
 
 def penalized(l1: float = 0.0, l2: float = 0.0, base: Objective | None = None,
-              loss: str = "ce", layers: Iterable[str] | None = None) -> Objective:
+              loss: str = "ce", layers: Iterable[str] | None = None, biases: bool = False) -> Objective:
     """The objective ``base`` (default: the named loss) plus :func:`weight_penalty`.
 
     As in Keras, the penalty is added once per batch to the batch's mean loss,
@@ -63,7 +65,7 @@ def penalized(l1: float = 0.0, l2: float = 0.0, base: Objective | None = None,
 
     def objective(model, x, y):
         data_loss, logits = base(model, x, y)
-        return data_loss + weight_penalty(model, l1, l2, layers), logits
+        return data_loss + weight_penalty(model, l1, l2, layers, biases), logits
     return objective
 
 

@@ -17,7 +17,6 @@ from typing import Any, Iterator
 
 import pandas as pd
 import torch
-from dvclive import Live
 
 # Where every stage writes: reports/<stage>/ (tables, metrics, figures, run.json; in git)
 # and models/<stage>/ (trained models; DVC-cached). dvc.yaml declares the same paths.
@@ -81,33 +80,21 @@ def save_figure(path: Path | str, fig) -> None:
         fig.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=120, bbox_inches="tight")
 
 
-def mean_std(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
-    """Mean, sample std (0 for one seed) and n of ``columns`` over the rows of each group."""
-    g = df.groupby(by, sort=False)[columns]
-    out = g.mean().add_suffix("_mean").join(g.std(ddof=1).fillna(0.0).add_suffix("_std"))
-    out["n"] = g.size()
-    return out.reset_index()
+class Curves:
+    """Every run's per-epoch metrics as one long table, ``run`` a column: the stage's curves.csv,
+    which dvc.yaml's top-level curve plots draw one line per run. The epoch's wall time is left
+    out, so two runs of the same params write the same bytes."""
 
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
 
-def summary_dict(df: pd.DataFrame, key: str, columns: list[str]) -> dict:
-    """``{group: {column: {mean, std, n}}}`` for a metrics JSON file."""
-    out = {}
-    for _, row in mean_std(df, [key], columns).iterrows():
-        out[str(row[key])] = {c: {"mean": row[f"{c}_mean"], "std": row[f"{c}_std"], "n": int(row["n"])}
-                              for c in columns}
-    return out
+    def callback(self, run: str):
+        """A :func:`genstudy.training.fit` callback that records run ``run``'s epochs."""
+        def record(epoch: int, metrics: dict[str, float]) -> None:
+            self.rows.append({"run": run, "epoch": epoch,
+                              **{k: v for k, v in metrics.items() if k not in ("epoch", "time")}})
+        return record
 
-
-def open_live(directory: Path | str) -> Live:
-    """A DVCLive logger for a stage: it writes files only; the stage's outputs are declared in dvc.yaml."""
-    return Live(str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
-
-
-def live_callback(live: Live, run: str):
-    """Log each epoch's metrics as ``<run>/<metric>`` curves, x = epoch."""
-    def callback(epoch: int, metrics: dict[str, float]) -> None:
-        live.step = epoch
-        for k, v in metrics.items():
-            if k != "epoch":
-                live.log_metric(f"{run}/{k}", v)
-    return callback
+    def write(self, path: Path | str) -> None:
+        write_table(path, pd.DataFrame(self.rows, columns=list(dict.fromkeys(
+            ["run", "epoch", *(k for r in self.rows for k in r)]))))

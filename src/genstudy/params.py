@@ -5,10 +5,14 @@ and calls :func:`load` before any work. ``dvc exp run -S`` happily adds a
 misspelled key to params.yaml; here that stops the stage with a message that
 names the key and what is allowed.
 
-Profiles: the top-level ``profile`` key is ``full`` (the study) or ``smoke``
-(every stage at tiny scale). Under ``smoke``, the section ``smoke.<stage>`` is
-merged over ``<stage>`` before validation, so ``dvc exp run -S profile=smoke``
-runs the whole pipeline small without editing any section.
+Profiles: the top-level ``profile`` key is ``full`` (the notebooks' protocol,
+the sections as written), ``quick`` (CPU-sized subsets, ~45 min) or ``smoke``
+(every stage at tiny scale, minutes). Under a profile, its section
+``<profile>.<stage>`` is merged over ``<stage>`` before validation, so
+``dvc exp run -S profile=smoke`` runs the whole pipeline small without editing
+any section. A value the user changed (it differs from the committed
+params.yaml, e.g. ``-S flatness.epochs=5``) wins over the profile's override:
+the stage records which keys kept the user's value.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .data import REGISTRY
 
-PROFILES = ("full", "smoke")
-TOP_LEVEL = {"profile", "smoke"}
+PROFILES = ("full", "quick", "smoke")
+TOP_LEVEL = {"profile", "quick", "smoke"}
 
 
 class ParamsError(ValueError):
@@ -31,14 +35,20 @@ class ParamsError(ValueError):
 
 
 class Schema(BaseModel):
-    """Base of every stage's params: unknown keys are errors."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Base of every stage's params: unknown keys and non-finite numbers (.inf, .nan) are errors."""
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # Types shared by the sections.
 DatasetName = Literal[tuple(REGISTRY)]  # type: ignore[valid-type]
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")]
-Seeds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+def _unique(v: list) -> list:
+    if len(set(v)) != len(v):
+        raise ValueError(f"must not repeat a value (got {v}): a repeated seed would count one run twice")
+    return v
+
+
+Seeds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), AfterValidator(_unique)]
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -47,11 +57,20 @@ Optimizer = Literal["sgd", "adam", "nadam"]
 S = TypeVar("S", bound=Schema)
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
+def _merge(base: dict, over: dict, committed: dict | None = None, prefix: str = "") -> tuple[dict, list[str]]:
+    """``over`` merged into ``base``, except the keys whose value in ``base`` differs from
+    ``committed`` (the user changed them): those keep the user's value and are returned."""
+    out, kept = dict(base), []
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+        old = committed.get(k) if isinstance(committed, dict) else None
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k], sub = _merge(out[k], v, old if isinstance(old, dict) else None, f"{prefix}{k}.")
+            kept += sub
+        elif isinstance(committed, dict) and k in out and k in committed and out[k] != old:
+            kept.append(f"{prefix}{k}")
+        else:
+            out[k] = v
+    return out, kept
 
 
 def _stage_names(dvc_yaml: Path) -> set[str]:
@@ -110,43 +129,84 @@ def profile(path: Path | str = "params.yaml") -> str:
     return _read(Path(path)).get("profile", "full")
 
 
-def load(stage: str, schema: type[S], path: Path | str = "params.yaml") -> S:
-    """Validate and return ``stage``'s section of ``path`` (profile applied)."""
+def resolve(stage: str, path: Path | str = "params.yaml", committed: dict | None = None,
+            as_profile: str | None = None) -> tuple[str, dict, list[str]]:
+    """``(profile, stage's section with the profile applied, keys where the user's value won)``.
+
+    ``committed``: the committed params.yaml (a mapping); None applies the profile's overrides
+    to every key. ``as_profile``: resolve as if params.yaml selected that profile. Checks the
+    top level: unknown sections, the profile, profile sections' stages.
+    """
     path = Path(path)
     doc = _read(path)
-
-    # Top-level keys: a section per stage of dvc.yaml, plus profile and smoke.
     stages = _stage_names(path.parent / "dvc.yaml") | {stage}
     for key in doc:
         if key not in stages | TOP_LEVEL:
             raise ParamsError(f"invalid params.yaml:\n  {key}: unknown section (stages: "
                               f"{', '.join(sorted(stages))}){_suggest(key, stages | TOP_LEVEL)}")
-    profile = doc.get("profile", "full")
+    profile = as_profile or doc.get("profile", "full")
     if profile not in PROFILES:
         raise ParamsError(f"invalid params.yaml:\n  profile: must be one of {', '.join(PROFILES)} "
-                          f"(got {profile!r})")
-    smoke = doc.get("smoke") or {}
-    for key in smoke:
-        if key not in stages:
-            raise ParamsError(f"invalid params.yaml:\n  smoke.{key}: unknown stage"
-                              f"{_suggest(key, stages)}")
-
+                          f"(got {profile!r}){_suggest(str(profile), PROFILES)}")
+    for name in PROFILES[1:]:
+        over = doc.get(name) or {}
+        if not isinstance(over, dict):
+            raise ParamsError(f"invalid params.yaml:\n  {name}: must be a mapping of stage sections")
+        for key in over:
+            if key not in stages:
+                raise ParamsError(f"invalid params.yaml:\n  {name}.{key}: unknown stage"
+                                  f"{_suggest(key, stages)}")
     section = doc.get(stage)
     if not isinstance(section, dict):
         raise ParamsError(f"invalid params.yaml:\n  {stage}: section missing or not a mapping")
-    if profile == "smoke":
-        section = _merge(section, smoke.get(stage) or {})
+    if profile == "full":
+        return profile, section, []
+    base = (committed or {}).get(stage) if committed is not None else None
+    merged, kept = _merge(section, (doc.get(profile) or {}).get(stage) or {},
+                          base if isinstance(base, dict) else ({} if committed is not None else None))
+    return profile, merged, [f"{stage}.{k}" for k in kept]
+
+
+def validate(stage: str, schema: type[S], section: dict) -> S:
     try:
         return schema.model_validate(section)
     except ValidationError as e:
         raise ParamsError(_describe(e.errors(), stage, schema)) from None
 
 
-def resolve_device(device: str) -> "torch.device":  # noqa: F821
+def load(stage: str, schema: type[S], path: Path | str = "params.yaml", committed: dict | None = None) -> S:
+    """Validate and return ``stage``'s section of ``path`` (profile applied, see :func:`resolve`)."""
+    return validate(stage, schema, resolve(stage, path, committed)[1])
+
+
+def resolve_device(device: str, key: str = "device") -> "torch.device":  # noqa: F821
+    """The torch device ``device`` names; ParamsError naming ``key`` when it is not present."""
     import torch
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    present = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] + \
+        (["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
+    name = "cuda:0" if device == "cuda" else device
+    if name not in present:
+        raise ParamsError(f"invalid params.yaml:\n  {key}: {device!r} is not present on this machine "
+                          f"(present: {', '.join(present)}; 'auto' picks the GPU when there is one)")
     return torch.device(device)
+
+
+def _sizes_fit(model: BaseModel, limit: int | None, where: str, errors: list[str]) -> None:
+    """Every batch size in ``model`` (and its sub-sections) at most the training-set size it
+    will see: the nearest ``train_size`` above it, or ``limit``."""
+    own = getattr(model, "train_size", None)
+    limit = own if isinstance(own, int) else limit
+    for name in type(model).model_fields:
+        v = getattr(model, name)
+        if isinstance(v, BaseModel):
+            _sizes_fit(v, limit, f"{where}{name}.", errors)
+        elif name in ("batch_size", "batch_sizes") and limit is not None:
+            big = [b for b in (v if isinstance(v, list) else [v]) if b > limit]
+            if big:
+                errors.append(f"{where}{name}: {big} larger than the {limit:,} training images it "
+                              "trains on (batches would repeat nothing; lower it or raise train_size)")
 
 
 class Experiment(Schema):
@@ -154,6 +214,19 @@ class Experiment(Schema):
     dataset: DatasetName = "fashion_mnist"
     seeds: Seeds = [0, 1, 2]
     device: Device = "auto"  # auto: the GPU when one is present, else the CPU
+
+    @model_validator(mode="after")
+    def _sizes_within_the_data(self):
+        """Subset sizes within the data set, batch sizes within the subsets they train on."""
+        spec, errors = REGISTRY[self.dataset], []
+        for key, n in (("train_size", spec.n_train), ("test_size", spec.n_test)):
+            v = getattr(self, key, None)
+            if isinstance(v, int) and v > n:
+                errors.append(f"{key}: {v:,} is more than the {n:,} images of {self.dataset}'s split")
+        _sizes_fit(self, spec.n_train, "", errors)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
 
 
 class Training(Schema):

@@ -52,8 +52,8 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     device = params.resolve_device(p.device)
     train_all, test_all = data.load(p.dataset)
     train, test = train_all.head(p.train_size).to(device), test_all.head(p.test_size).to(device)
-    live = outputs.open_live(out / "live")
-    rows, curves, sens_rows = [], [], []
+    curves = outputs.Curves()
+    rows, sens_rows = [], []
     for bs in p.batch_sizes:
         for seed in p.seeds:
             tag = f"bs{bs}_s{seed}"
@@ -62,9 +62,8 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
             until = None if p.target_train_loss is None else \
                 (lambda m: m["train_loss"] <= p.target_train_loss)
             res = fit(model, train, epochs=p.epochs, batch_size=bs, optimizer=opt, seed=seed,
-                      eval_sets={"test": test}, desc=tag, callbacks=[outputs.live_callback(live, tag)],
+                      eval_sets={"test": test}, desc=tag, callbacks=[curves.callback(tag)],
                       until=until)
-            curves += [{"batch_size": bs, "seed": seed, **h} for h in res.history]
             train_loss, train_acc = evaluate(model, train)
             test_loss, test_acc = evaluate(model, test)
             sens = measures.input_sensitivity(model, test).cpu()
@@ -85,16 +84,15 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
                          "epoch_time": sum(res.epoch_times) / max(len(res.epoch_times), 1)})
             print(f"flatness: {tag} test_acc={test_acc:.4f} gap={train_acc - test_acc:+.4f} "
                   f"sensitivity={sens.mean():.3f} sharpness={sharp:.3f} ({res.wall_time:.0f}s)")
-    live.end()
-    df, sens_df, curves_df = pd.DataFrame(rows), pd.DataFrame(sens_rows), pd.DataFrame(curves)
+    curves.write(out / "curves.csv")
+    df, sens_df = pd.DataFrame(rows), pd.DataFrame(sens_rows)
+    curves_df = pd.read_csv(out / "curves.csv")
+    curves_df[["batch_size", "seed"]] = curves_df.run.str.extract(r"bs(\d+)_s(\d+)").astype(int)
     outputs.write_table(out / "results.csv", df)
     outputs.write_table(out / "sensitivity.csv", sens_df)
-    cols = ["test_acc", "train_acc", "gap", "sensitivity_mean", "sharpness"]
-    outputs.write_json(out / "metrics.json", {
-        "summary": outputs.summary_dict(df.assign(batch_size=df.batch_size.map("bs{}".format)),
-                                        "batch_size", cols),
-        "total_train_time_s": float(df.wall_time.sum()),
-    })
+    ends = df.groupby("batch_size")[["test_acc", "sharpness"]].mean().iloc[[0, -1]]
+    outputs.write_json(out / "metrics.json", {  # headline numbers only: what dvc metrics diff shows
+        f"{c}_batch{bs}": ends.loc[bs, c] for bs in ends.index for c in ends.columns})
     draw(df, sens_df, curves_df, out / "figures")
 
 
