@@ -1,10 +1,11 @@
-"""Outputs are strict JSON and land atomically."""
+"""Outputs are strict JSON, land atomically, and are the same bytes for the same content."""
 
 import json
 import math
 
 import numpy as np
 import pytest
+import torch
 
 from genstudy import outputs
 
@@ -27,3 +28,31 @@ def test_atomic_path_leaves_nothing_behind_when_the_writer_fails(tmp_path):
             raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+def test_a_model_saves_to_the_same_bytes_wherever_it_goes(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    outputs.save_model(tmp_path / "a.pt", model, seed=3, arm="x")
+    outputs.save_model(tmp_path / "sub" / "b_other_name.pt", model, seed=3, arm="x")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "b_other_name.pt").read_bytes()
+    loaded = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert loaded["seed"] == 3 and loaded["arm"] == "x"
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded["state_dict"][k], v), k
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_a_figure_saves_to_the_same_bytes_without_version_or_date(tmp_path, fmt):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([1, 3, 2], marker="o", label="a")
+    ax.legend()
+    ax.set_title("same bytes")
+    outputs.save_figure(tmp_path / f"a.{fmt}", fig)
+    outputs.save_figure(tmp_path / f"b.{fmt}", fig)
+    plt.close(fig)
+    a = (tmp_path / f"a.{fmt}").read_bytes()
+    assert a == (tmp_path / f"b.{fmt}").read_bytes()
+    assert matplotlib.__version__.encode() not in a  # a new matplotlib alone changes no output

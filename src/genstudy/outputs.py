@@ -2,11 +2,14 @@
 
 Every file is written under a temporary name in its own directory and then
 renamed, so an interrupted stage never leaves a half-written output that
-looks valid.
+looks valid. Two runs with the same params write the same bytes (models,
+figures, tables, JSON), except for the fields that record time, so DVC sees
+an unchanged output as unchanged.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -71,14 +74,34 @@ def write_table(path: Path | str, df: pd.DataFrame) -> None:
 
 
 def save_model(path: Path | str, module: torch.nn.Module, **meta) -> None:
+    """``{"state_dict": ..., **meta}`` for ``torch.load``, the same bytes for the same model.
+
+    Saved to a buffer first: torch.save to a file names the archive's records after
+    the file, here a random temporary name; to a buffer it names them "archive".
+    """
+    buf = io.BytesIO()
+    torch.save({"state_dict": module.state_dict(), **meta}, buf)
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": module.state_dict(), **meta}, tmp)
+        tmp.write_bytes(buf.getbuffer())
+
+
+# What matplotlib writes into a file that differs between runs or installs, left out
+# (None drops a key): its version in every format, the creation date in SVG and PDF.
+FIGURE_METADATA = {"png": {"Software": None},
+                   "svg": {"Creator": None, "Date": None},
+                   "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
 
 
 def save_figure(path: Path | str, fig) -> None:
-    """``fig`` as PNG/SVG (by the suffix of ``path``); the figure stays open."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    """``fig`` as PNG/SVG/PDF (by the suffix of ``path``), the same bytes for the same figure;
+    the figure stays open."""
+    import matplotlib  # already imported by whoever drew ``fig``
+
+    fmt = Path(path).suffix.lstrip(".")
+    # SVG element ids hash a random salt unless one is set.
+    with matplotlib.rc_context({"svg.hashsalt": "genstudy"}), atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight",
+                    metadata=FIGURE_METADATA.get(fmt))
 
 
 def mean_std(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
