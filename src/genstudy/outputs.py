@@ -9,6 +9,7 @@ an unchanged output as unchanged.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -33,15 +34,34 @@ def stage_dirs(stage: str) -> tuple[Path, Path]:
     return REPORTS / stage, MODELS / stage
 
 
+@functools.cache
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (0644 under umask 022).
+
+    Read once: the umask can only be read by setting it, and a file another thread
+    creates between the two calls gets the stand-in (022, a common default) instead.
+    """
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    The temporary file, ``.<name>.tmp-<random><suffix>``, is removed if the writer
+    fails; one a killed process leaves behind matches ``.*.tmp-*`` in .dvcignore, so
+    DVC leaves it out of a directory output. (The suffix stays: writers such as
+    pandas infer the format from it.)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's file is private (0600); outputs are not
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
