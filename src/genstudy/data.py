@@ -248,9 +248,9 @@ def load(dataset: str, root: Path = RAW) -> tuple[Tensors, Tensors]:
     if missing:
         raise DataError(f"{raw} lacks {', '.join(missing)} of {dataset}. {RECOVER}")
     arrays = {n: _idx_array(_read_verified(raw / n, h)) for n, h in spec.sha256.items()}
-    return tuple(Tensors(arrays[f"{part}-images-idx3-ubyte"].to(torch.float32).div_(255.0).unsqueeze(1),
-                         arrays[f"{part}-labels-idx1-ubyte"].to(torch.long))
-                 for part in ("train", "t10k"))
+    train, test = (Tensors(arrays[f"{part}-images-idx3-ubyte"].float().div_(255.0).unsqueeze(1),
+                           arrays[f"{part}-labels-idx1-ubyte"].long()) for part in ("train", "t10k"))
+    return train, test
 
 
 def split(data: Tensors, fraction: float, seed: int) -> tuple[Tensors, Tensors]:
