@@ -140,9 +140,11 @@ def _corrupt(path: Path, how: str) -> None:
         path.write_bytes(b"this is not a gzip file")
 
 
-@pytest.mark.parametrize("how", ["altered", "truncated_content", "truncated_gzip", "not_gzip"])
-def test_a_bad_local_file_stops_fetch_and_leaves_nothing(tiny, tmp_path, how):
-    name = "train-labels-idx1-ubyte"
+@pytest.mark.parametrize("name, how", [
+    ("train-labels-idx1-ubyte", "altered"),  # one label byte
+    ("t10k-images-idx3-ubyte", "altered"),   # one image byte
+    *[("train-labels-idx1-ubyte", how) for how in ("truncated_content", "truncated_gzip", "not_gzip")]])
+def test_a_bad_local_file_stops_fetch_and_leaves_nothing(tiny, tmp_path, name, how):
     _corrupt(tiny / f"{name}.gz", how)
     root = tmp_path / "raw"
     with pytest.raises(DataError) as e:
@@ -186,6 +188,52 @@ def test_no_source_reachable_says_what_was_tried(tiny, tmp_path, monkeypatch):
         data.fetch("mnist", tmp_path / "raw", local_dir=str(tmp_path / "nowhere"))
     msg = str(e.value)
     assert "nowhere" in msg and "no-mirror" in msg and "fetch.local_dirs.mnist" in msg
+
+
+def test_a_missing_local_file_is_named_with_what_the_mirrors_said(tiny, tmp_path):
+    (tiny / "t10k-labels-idx1-ubyte.gz").unlink()  # gone from the local dir and the mirror
+    with pytest.raises(DataError) as e:
+        data.fetch("fashion_mnist", tmp_path / "raw", local_dir=str(tiny))
+    msg = str(e.value)
+    assert f"local directory {tiny}: lacks t10k-labels-idx1-ubyte(.gz)" in msg
+    assert "train-images" not in msg.split("\n")[1]  # only the missing one is named
+    assert "mirrors http://127.0.0.1" in msg and "fetch.local_dirs.fashion_mnist" in msg
+
+
+def _flip(offset: int):
+    def corrupt(path: Path) -> None:
+        raw = bytearray(path.read_bytes())
+        raw[offset] ^= 0x01
+        path.write_bytes(bytes(raw))
+    return corrupt
+
+
+@pytest.mark.parametrize("name, corrupt", [
+    ("train-images-idx3-ubyte", _flip(16 + 28 * 28 + 5)),  # one pixel of the second image
+    ("t10k-labels-idx1-ubyte", _flip(8 + 2)),              # the third label
+    ("train-labels-idx1-ubyte", lambda p: p.write_bytes(p.read_bytes()[:-4])),  # truncated
+])
+def test_load_refuses_a_file_altered_after_fetch(tiny, tmp_path, name, corrupt):
+    root = tmp_path / "raw"
+    target = data.fetch("fashion_mnist", root, local_dir=str(tiny))
+    corrupt(target / name)
+    with pytest.raises(DataError) as e:
+        data.load("fashion_mnist", root)
+    msg = str(e.value)
+    expected = data.REGISTRY["fashion_mnist"].sha256[name]
+    assert str(target / name) in msg and expected in msg
+    assert f"got {data.sha256_of(target / name)}" in msg
+    assert "dvc checkout data/raw" in msg and "dvc repro fetch" in msg
+
+
+def test_load_names_a_missing_file_and_the_way_back(tiny, tmp_path):
+    target = data.fetch("fashion_mnist", tmp_path / "raw", local_dir=str(tiny))
+    (target / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError) as e:
+        data.load("fashion_mnist", tmp_path / "raw")
+    msg = str(e.value)
+    assert "lacks train-labels-idx1-ubyte of fashion_mnist" in msg
+    assert "t10k" not in msg and "dvc checkout data/raw" in msg
 
 
 def test_refetch_is_a_no_op_and_repairs_an_altered_file(tiny, tmp_path):

@@ -1,5 +1,6 @@
 """The stacked trainer: a stack equals each model trained alone; divergence stays in its model."""
 
+import re
 
 import pytest
 import torch
@@ -86,6 +87,30 @@ def test_divergence_is_isolated_to_its_model():
     # fit marks the same model diverged at the same epoch
     _, ref_bad = _alone(0, 1e30)
     assert ref_bad.diverged and ref_bad.diverged_epoch == bad.diverged_epoch
+
+
+def test_a_finite_blow_up_leaves_the_stack_alone():
+    # Full batch, lr 1e6: the loss goes 1.3, then 4e15 (finite): the factor catches it.
+    lrs, seeds = [0.05, 1e6, 0.1], [0, 1, 2]
+    stacked = [_build(s) for s in seeds]
+    results = fit_stack(stacked, TRAIN, epochs=3, batch_size=200, lrs=lrs, seeds=seeds,
+                        momentum=0.9, eval_sets={"test": TEST}, progress=False)
+    bad = results[1]
+    assert bad.diverged and bad.diverged_epoch == 2 and len(bad.history) == 1
+    first = f"{bad.first_loss:.3g}"
+    assert re.fullmatch(rf"loss \d\.\d+e\+1\d > 10 x the first epoch's {first} at epoch 2",
+                        bad.diverged_reason), bad.diverged_reason
+    _, ref_bad = _alone(1, 1e6, batch=200)  # fit judges the same run the same way
+    assert ref_bad.diverged_epoch == 2 and ref_bad.diverged_reason.endswith(bad.diverged_reason[-40:])
+    for i in (0, 2):
+        alone, ref = _alone(seeds[i], lrs[i], batch=200)
+        assert not results[i].diverged and results[i].diverged_reason == ""
+        assert [h["train_loss"] for h in results[i].history] == pytest.approx(
+            [h["train_loss"] for h in ref.history], abs=1e-5)
+        for p, q in zip(stacked[i].parameters(), alone.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert fit_stack([_build(1)], TRAIN, epochs=3, batch_size=200, lrs=[1e6], seeds=[1],
+                     momentum=0.9, diverge_factor=None, progress=False)[0].diverged_epoch != 2
 
 
 def test_evaluate_stack_matches_evaluate():

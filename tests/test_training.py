@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -35,7 +37,7 @@ def test_learns_a_separable_problem_and_reports_every_epoch():
     model, res = train_once(epochs=5)
     assert [h["epoch"] for h in res.history] == [1, 2, 3, 4, 5]
     assert {"train_loss", "train_acc", "test_loss", "test_acc", "time"} <= set(res.history[0])
-    assert res.final["test_acc"] > 0.95 and not res.diverged
+    assert res.final["test_acc"] > 0.95 and not res.diverged and res.diverged_reason == ""
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
     assert res.wall_time >= sum(res.epoch_times) > 0
 
@@ -84,6 +86,55 @@ def test_divergence_is_recorded_not_raised():
     assert res.diverged and 1 <= res.diverged_epoch <= 10
     assert len(res.history) == res.diverged_epoch - 1  # finished epochs only
     assert len(res.epoch_times) == res.diverged_epoch
+    assert res.diverged_reason in (f"loss nan at epoch {res.diverged_epoch}",
+                                   f"loss inf at epoch {res.diverged_epoch}")
+
+
+def full_batch(lr, **kw):
+    """Plain SGD on all of ``blobs`` at once: epoch 1's loss is the untrained model's."""
+    data = blobs()
+    model = models.seeded(0, models.mlp, [784, 32, 10])
+    opt = make_optimizer(model.parameters(), "sgd", lr)
+    return fit(model, data, epochs=4, batch_size=len(data), optimizer=opt, seed=0,
+               progress=False, **kw)
+
+
+def test_a_finite_blow_up_is_caught_by_the_factor():
+    res = full_batch(1e6)  # loss 2.83, then 3.1e13: finite, NaN only at epoch 4
+    assert res.diverged and res.diverged_epoch == 2 and len(res.history) == 1
+    assert re.fullmatch(r"loss 3\.\d+e\+13 > 10 x the first epoch's 2\.83 at epoch 2",
+                        res.diverged_reason), res.diverged_reason
+    # Without the factor only the overflow two epochs later would have stopped it.
+    off = full_batch(1e6, diverge_factor=None)
+    assert off.diverged and off.diverged_epoch == 4 and "x the first" not in off.diverged_reason
+    # lr 1e3 never overflows within 4 epochs (8e21): without the factor it passed as a run.
+    assert not full_batch(1e3, diverge_factor=None).diverged
+    assert full_batch(1e3).diverged_epoch == 2
+
+
+def fit_scripted(losses, **kw):
+    """A run whose epoch i reports loss ``losses[i - 1]`` (one batch per epoch)."""
+    data, model = blobs(n=20), models.mlp([784, 4, 10])
+    script = iter(losses)
+
+    def objective(model, x, y):
+        logits = model(x)
+        return logits.sum() * 0 + next(script), logits
+    return fit(model, data, epochs=len(losses), batch_size=len(data), seed=0, progress=False,
+               optimizer=make_optimizer(model.parameters(), "sgd", 0.0), objective=objective, **kw)
+
+
+def test_divergence_threshold_nan_and_switch_off():
+    ok = fit_scripted([2.0, 19.9, 1.0])  # just under 10 x: a bad epoch, not a diverged run
+    assert not ok.diverged and len(ok.history) == 3
+    bad = fit_scripted([2.0, 19.9, 20.1, 1.0])
+    assert (bad.diverged_epoch, len(bad.history)) == (3, 2)
+    assert bad.diverged_reason == "loss 20.1 > 10 x the first epoch's 2 at epoch 3"
+    assert fit_scripted([2.0, 5.0, 1.0], diverge_factor=2.0).diverged_epoch == 2
+    nan = fit_scripted([2.3, 1.0, float("nan"), 0.5])
+    assert nan.diverged_reason == "loss nan at epoch 3" and len(nan.history) == 2
+    assert fit_scripted([float("inf")], diverge_factor=None).diverged_reason == "loss inf at epoch 1"
+    assert not fit_scripted([2.0, 1e6, 1.0], diverge_factor=None).diverged
 
 
 def test_objective_constraints_and_callbacks_are_called():

@@ -5,8 +5,10 @@ content, so a file is accepted whatever gzip produced it (Debian's package
 recompresses Fashion-MNIST; the mirrors' gz files differ byte for byte).
 
 Layout under ``root`` (default ``data/raw``) is torchvision's own,
-``<root>/<ClassName>/raw/<file>``, so loading goes through
-``torchvision.datasets.FashionMNIST`` / ``MNIST`` unchanged.
+``<root>/<ClassName>/raw/<file>`` (torchvision downloads into it). :func:`load`
+checks every file against the registry each time a stage reads it (55 MB of
+Fashion-MNIST hash in about 0.12 s on this project's CPU) and parses the very
+bytes it hashed, so a file altered after ``fetch`` is refused, never trained on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +77,12 @@ class DataError(RuntimeError):
     """A data set file is missing, corrupt, or could not be obtained."""
 
 
+# What to do when data/raw no longer matches the registry: data/raw is the fetch stage's
+# DVC output, so DVC's cache holds the good copy, and fetch can rebuild it from its sources.
+RECOVER = ("Restore it with `dvc checkout data/raw` (from DVC's cache) "
+           "or rebuild it with `dvc repro fetch`.")
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -89,7 +98,7 @@ def _decompress_into(src: Path, dst: Path) -> None:
         with opener(src, "rb") as fin, open(dst, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
     except (OSError, EOFError) as e:  # truncated or not a gzip file
-        raise DataError(f"{src}: cannot be read ({e})") from e
+        raise DataError(f"{src}: cannot be read ({e}). Replace it with a good copy.") from e
 
 
 def _find_local(directory: Path, name: str) -> Path | None:
@@ -99,19 +108,31 @@ def _find_local(directory: Path, name: str) -> Path | None:
     return None
 
 
-def _verify(path: Path, name: str, expected: str, origin: str) -> None:
+def _verify(path: Path, name: str, expected: str, origin: str, remedy: str) -> None:
     actual = sha256_of(path)
     if actual != expected:
         raise DataError(
             f"{name} (from {origin}) is corrupt or altered: "
-            f"expected SHA-256 {expected}, got {actual}")
+            f"expected SHA-256 {expected}, got {actual}. {remedy}")
 
 
 def _stage_from_local(spec: DatasetSpec, local: Path, staging: Path) -> None:
+    remedy = (f"Replace it with a good copy, or set fetch.local_dirs.{spec.name} in "
+              "params.yaml to another directory (one that does not exist: download instead).")
     for name, expected in spec.sha256.items():
         src = _find_local(local, name)
         _decompress_into(src, staging / name)
-        _verify(staging / name, name, expected, str(src))
+        _verify(staging / name, name, expected, str(src), remedy)
+
+
+def _local_problem(spec: DatasetSpec, local: Path | None) -> str | None:
+    """Why ``local`` cannot supply all four files, naming the missing ones (None: it can)."""
+    if local is None:
+        return "no local directory set"
+    if not local.is_dir():
+        return f"local directory {local}: missing"
+    lacking = [f"{n}(.gz)" for n in spec.sha256 if not _find_local(local, n)]
+    return f"local directory {local}: lacks {', '.join(lacking)}" if lacking else None
 
 
 def _stage_from_mirrors(spec: DatasetSpec, staging: Path) -> None:
@@ -123,7 +144,8 @@ def _stage_from_mirrors(spec: DatasetSpec, staging: Path) -> None:
             raise DataError(f"download failed: {e}") from e
         got = Path(tmp) / spec.folder / "raw"
         for name, expected in spec.sha256.items():
-            _verify(got / name, name, expected, "the mirrors")
+            _verify(got / name, name, expected, "the mirrors",
+                    "Try again later, or provide the files in a local directory.")
             (got / name).replace(staging / name)
 
 
@@ -142,16 +164,17 @@ def fetch(dataset: str, root: Path = RAW, local_dir: str | None = None) -> Path:
             (target / n).is_file() and sha256_of(target / n) == h for n, h in spec.sha256.items()):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    local = Path(local_dir or spec.local_dir or "")
+    local = local_dir or spec.local_dir
+    local = Path(local) if local else None
     tried = []
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     staging.chmod(0o755)
     try:
-        if (local_dir or spec.local_dir) and all(_find_local(local, n) for n in spec.sha256):
+        problem = _local_problem(spec, local)
+        if problem is None:
             _stage_from_local(spec, local, staging)
         else:
-            tried.append(f"local directory {local}: " +
-                         ("missing" if not local.is_dir() else "does not hold all four files"))
+            tried.append(problem)
             try:
                 _stage_from_mirrors(spec, staging)
             except DataError as e:
@@ -196,20 +219,40 @@ class Tensors:
         return Tensors(self.x[index], self.y[index])
 
 
+def _read_verified(path: Path, expected: str) -> bytes:
+    """The content of ``path``, refused unless its SHA-256 is ``expected``.
+
+    Returns the bytes it hashed: what the caller parses is what was verified.
+    """
+    content = path.read_bytes()
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != expected:
+        raise DataError(f"{path} is corrupt or altered ({len(content)} bytes): expected SHA-256 "
+                        f"{expected}, got {actual}. Nothing was trained on it. {RECOVER}")
+    return content
+
+
+def _idx_array(content: bytes) -> torch.Tensor:
+    """The uint8 array of an IDX file: magic (0, 0, 0x08, ndim), big-endian dims, data."""
+    ndim = content[3]
+    dims = struct.unpack_from(f">{ndim}I", content, 4)
+    return torch.frombuffer(bytearray(content), dtype=torch.uint8, offset=4 + 4 * ndim).view(dims)
+
+
 def load(dataset: str, root: Path = RAW) -> tuple[Tensors, Tensors]:
-    """The train and test sets as float tensors scaled to [0, 1]."""
+    """The train and test sets as float tensors scaled to [0, 1], from files matching the registry."""
     spec = get_spec(dataset)
     raw = Path(root) / spec.folder / "raw"
     missing = [n for n in spec.sha256 if not (raw / n).is_file()]
-    if missing:
+    if len(missing) == len(spec.sha256):
         raise DataError(f"{dataset} is not fetched ({raw} lacks {', '.join(missing)}): "
                         f"add it to fetch.datasets in params.yaml and run `dvc repro fetch`")
-    out = []
-    for train in (True, False):
-        ds = spec.torchvision_class(root=str(root), train=train, download=False)
-        x = ds.data.to(torch.float32).div_(255.0).unsqueeze(1)
-        out.append(Tensors(x, ds.targets.to(torch.long)))
-    return out[0], out[1]
+    if missing:
+        raise DataError(f"{raw} lacks {', '.join(missing)} of {dataset}. {RECOVER}")
+    arrays = {n: _idx_array(_read_verified(raw / n, h)) for n, h in spec.sha256.items()}
+    train, test = (Tensors(arrays[f"{part}-images-idx3-ubyte"].float().div_(255.0).unsqueeze(1),
+                           arrays[f"{part}-labels-idx1-ubyte"].long()) for part in ("train", "t10k"))
+    return train, test
 
 
 def split(data: Tensors, fraction: float, seed: int) -> tuple[Tensors, Tensors]:

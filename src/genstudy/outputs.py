@@ -2,11 +2,15 @@
 
 Every file is written under a temporary name in its own directory and then
 renamed, so an interrupted stage never leaves a half-written output that
-looks valid.
+looks valid. Two runs with the same params write the same bytes (models,
+figures, tables, JSON), except for the fields that record time, so DVC sees
+an unchanged output as unchanged.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import math
 import os
@@ -29,15 +33,34 @@ def stage_dirs(stage: str) -> tuple[Path, Path]:
     return REPORTS / stage, MODELS / stage
 
 
+@functools.cache
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (0644 under umask 022).
+
+    Read once: the umask can only be read by setting it, and a file another thread
+    creates between the two calls gets the stand-in (022, a common default) instead.
+    """
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    The temporary file, ``.<name>.tmp-<random><suffix>``, is removed if the writer
+    fails; one a killed process leaves behind matches ``.*.tmp-*`` in .dvcignore, so
+    DVC leaves it out of a directory output. (The suffix stays: writers such as
+    pandas infer the format from it.)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's file is private (0600); outputs are not
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -70,14 +93,34 @@ def write_table(path: Path | str, df: pd.DataFrame) -> None:
 
 
 def save_model(path: Path | str, module: torch.nn.Module, **meta) -> None:
+    """``{"state_dict": ..., **meta}`` for ``torch.load``, the same bytes for the same model.
+
+    Saved to a buffer first: torch.save to a file names the archive's records after
+    the file, here a random temporary name; to a buffer it names them "archive".
+    """
+    buf = io.BytesIO()
+    torch.save({"state_dict": module.state_dict(), **meta}, buf)
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": module.state_dict(), **meta}, tmp)
+        tmp.write_bytes(buf.getbuffer())
+
+
+# What matplotlib writes into a file that differs between runs or installs, left out
+# (None drops a key): its version in every format, the creation date in SVG and PDF.
+FIGURE_METADATA = {"png": {"Software": None},
+                   "svg": {"Creator": None, "Date": None},
+                   "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
 
 
 def save_figure(path: Path | str, fig) -> None:
-    """``fig`` as PNG/SVG (by the suffix of ``path``); the figure stays open."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=120, bbox_inches="tight")
+    """``fig`` as PNG/SVG/PDF (by the suffix of ``path``), the same bytes for the same figure;
+    the figure stays open."""
+    import matplotlib  # already imported by whoever drew ``fig``
+
+    fmt = Path(path).suffix.lstrip(".")
+    # SVG element ids hash a random salt unless one is set.
+    with matplotlib.rc_context({"svg.hashsalt": "genstudy"}), atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight",
+                    metadata=FIGURE_METADATA.get(fmt))
 
 
 class Curves:

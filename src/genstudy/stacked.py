@@ -24,9 +24,11 @@ the same run as ``fit`` of that model alone with the same seed and optimizer
   same metric names (``train_loss``/``train_acc`` as running means over the
   epoch, ``<set>_loss``/``<set>_acc`` for every evaluation set, ``epoch``,
   ``time``);
-- a model whose epoch loss is NaN or inf is marked diverged with that epoch
-  and dropped from the stack; the others go on undisturbed (every operation
-  of a step is per model, so a non-finite model cannot leak into another).
+- a model whose epoch loss is NaN or inf or above ``diverge_factor`` times its
+  first epoch's (:func:`~genstudy.training.divergence`) is marked diverged with
+  that epoch and reason and dropped from the stack; the others go on undisturbed
+  (every operation of a step is per model, so a diverged model cannot leak into
+  another).
 
 Evaluation on the ``eval_sets`` may run at chosen epochs (``eval_epochs``;
 always after the last) instead of every epoch, since for small training sets
@@ -35,7 +37,6 @@ evaluating on a large test set costs more than the training itself.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Collection, Iterable, Literal, Sequence
 
@@ -45,7 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Tensors
-from .training import RunResult
+from .training import DIVERGE_FACTOR, RunResult, divergence
 
 StackCallback = Callable[[int, int, dict], None]  # (model index, epoch, metrics)
 ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.SELU, nn.Sigmoid, nn.Identity)
@@ -223,7 +224,8 @@ def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch
               eval_sets: dict[str, Tensors] | None = None,
               eval_epochs: Collection[int] | None = None, callbacks: Iterable[StackCallback] = (),
               max_stack: int | Literal["auto"] | None = "auto", desc: str | None = None,
-              progress: bool = True) -> list[RunResult]:
+              progress: bool = True,
+              diverge_factor: float | None = DIVERGE_FACTOR) -> list[RunResult]:
     """Train ``models`` (same-shaped MLPs) in place, together, with SGD (+ momentum) on cross-entropy.
 
     Model ``k`` trains with learning rate ``lrs[k]`` and the batch order of
@@ -231,7 +233,8 @@ def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch
     return for it alone (``wall_time`` is its stack's time divided by the
     stack's size: its share). The ``eval_sets`` are evaluated after the epochs
     in ``eval_epochs`` (None: every epoch) and after the last. Callbacks get
-    ``(k, epoch, metrics)`` after each epoch of model k.
+    ``(k, epoch, metrics)`` after each epoch of model k. ``diverge_factor`` as in
+    :func:`training.fit`, per model.
 
     The models train in consecutive stacks of at most ``max_stack`` (None: all
     in one; "auto": :func:`default_max_stack`). Results do not depend
@@ -253,12 +256,12 @@ def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch
         results += _fit_one_stack(models[part], train, epochs=epochs, batch_size=batch_size,
                                   lrs=lrs[part], seeds=seeds[part], momentum=momentum,
                                   eval_sets=eval_sets, eval_epochs=eval_epochs, callbacks=cbs,
-                                  desc=desc, progress=progress)
+                                  desc=desc, progress=progress, diverge_factor=diverge_factor)
     return results
 
 
 def _fit_one_stack(models, train, *, epochs, batch_size, lrs, seeds, momentum, eval_sets,
-                   eval_epochs, callbacks, desc, progress) -> list[RunResult]:
+                   eval_epochs, callbacks, desc, progress, diverge_factor) -> list[RunResult]:
     k_all = len(models)
     eval_sets = eval_sets or {}
     callbacks = list(callbacks)
@@ -295,16 +298,18 @@ def _fit_one_stack(models, train, *, epochs, batch_size, lrs, seeds, momentum, e
         train_loss = (loss_sum / n).tolist()
         train_acc = (correct / n).tolist()
         evaluated = {}
-        finite = [math.isfinite(v) for v in train_loss]
-        if (eval_epochs is None or epoch in eval_epochs or epoch == epochs) and eval_sets and any(finite):
+        reasons = [divergence(train_loss[pos], results[orig].first_loss, diverge_factor, epoch)
+                   for pos, orig in enumerate(active.tolist())]
+        healthy = [not r for r in reasons]
+        if (eval_epochs is None or epoch in eval_epochs or epoch == epochs) and eval_sets and any(healthy):
             for name, data in eval_sets.items():
                 el, ea = evaluate_stack(stack, data)
                 evaluated[name] = (el.tolist(), ea.tolist())
         for pos, orig in enumerate(active.tolist()):
             res = results[orig]
             res.epoch_times.append(epoch_time / k)
-            if not finite[pos]:
-                res.diverged, res.diverged_epoch = True, epoch
+            if reasons[pos]:
+                res.diverged, res.diverged_epoch, res.diverged_reason = True, epoch, reasons[pos]
                 continue
             metrics = {"epoch": epoch, "train_loss": train_loss[pos], "train_acc": train_acc[pos]}
             for name, (el, ea) in evaluated.items():
@@ -313,12 +318,12 @@ def _fit_one_stack(models, train, *, epochs, batch_size, lrs, seeds, momentum, e
             res.history.append(metrics)
             for cb in callbacks:
                 cb(orig, epoch, metrics)
-        if not all(finite):  # drop the diverged models from the stack
-            keep = torch.tensor([pos for pos, f in enumerate(finite) if f], device=device,
+        if not all(healthy):  # drop the diverged models from the stack
+            keep = torch.tensor([pos for pos, h in enumerate(healthy) if h], device=device,
                                 dtype=torch.long)
             for pos, orig in enumerate(active.tolist()):
-                if not finite[pos]:
-                    stack.write_back(pos, models[orig])  # its (non-finite) weights, as fit leaves them
+                if not healthy[pos]:
+                    stack.write_back(pos, models[orig])  # its weights at divergence, as fit leaves them
             stack.select(keep)
             bufs = [b[keep] for b in bufs]
             lr, seed_pos, active = lr[keep], seed_pos[keep], active[keep]

@@ -10,8 +10,9 @@ default is the named loss on the model's logits, experiments plug in others
 (the gradient loss, weight penalties). *Constraints* run after every
 optimizer step (max-norm). *Callbacks* get each epoch's metrics (DVCLive).
 
-A run whose loss turns NaN or inf is stopped and reported as diverged with
-its epoch; :func:`fit` never raises for it.
+A run whose epoch loss turns NaN or inf, or climbs above ``diverge_factor``
+times its first epoch's loss, is stopped and reported as diverged with its
+epoch and the reason (:func:`divergence`); :func:`fit` never raises for it.
 """
 
 from __future__ import annotations
@@ -80,6 +81,28 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float,
     raise ValueError(f"unknown optimizer {name!r}; known: sgd, adam, nadam")
 
 
+# A run is diverged once an epoch's loss exceeds this many times its first epoch's. Why 10:
+# the first epoch's loss is a running mean that already holds the early, high-loss batches,
+# so a run that trains sits below it; an order of magnitude above it is no wobble but a
+# blow-up, and a blown-up run can stay finite for epochs before it overflows (an MLP at
+# lr 1e3 went 2.8, 3e7, 1e15, 8e21 over four epochs, never NaN): its metrics would describe
+# a broken model. (Cross-entropy at 10 x a chance-level 2.3 puts e^-23 on the right class.)
+DIVERGE_FACTOR = 10.0
+
+
+def divergence(loss: float, first: float | None, factor: float | None, epoch: int) -> str:
+    """Why an epoch whose mean loss is ``loss`` makes its run diverged ("" when it does not).
+
+    ``first``: the run's first epoch's loss (None during the first epoch); ``factor``:
+    None checks finiteness only. A first loss <= 0 gives no scale to compare with.
+    """
+    if not math.isfinite(loss):
+        return f"loss {loss} at epoch {epoch}"
+    if factor is not None and first is not None and first > 0 and loss > factor * first:
+        return f"loss {loss:.3g} > {factor:g} x the first epoch's {first:.3g} at epoch {epoch}"
+    return ""
+
+
 class Callback(Protocol):
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
@@ -88,13 +111,19 @@ class Callback(Protocol):
 class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one dict per finished epoch
     diverged: bool = False
-    diverged_epoch: int | None = None  # 1-based epoch whose loss was not finite
+    diverged_epoch: int | None = None  # 1-based epoch that diverged (not in history)
+    diverged_reason: str = ""  # why, e.g. "loss nan at epoch 3" (see divergence); "" if not
     wall_time: float = 0.0
     epoch_times: list[float] = field(default_factory=list)  # training time per epoch (no eval)
 
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
+
+    @property
+    def first_loss(self) -> float | None:
+        """The first epoch's training loss: the scale divergence is judged against."""
+        return self.history[0]["train_loss"] if self.history else None
 
 
 @torch.no_grad()
@@ -122,7 +151,8 @@ def fit(model: nn.Module, train: Tensors, *, epochs: int, batch_size: int,
         constraints: Iterable[Callable[[nn.Module], None]] = (),
         callbacks: Iterable[Callback] = (), desc: str | None = None,
         progress: bool = True,
-        until: Callable[[dict[str, float]], bool] | None = None) -> RunResult:
+        until: Callable[[dict[str, float]], bool] | None = None,
+        diverge_factor: float | None = DIVERGE_FACTOR) -> RunResult:
     """Train ``model`` in place on ``train`` (already on the model's device).
 
     Per epoch it records ``train_loss``/``train_acc`` (running means over the
@@ -134,6 +164,10 @@ def fit(model: nn.Module, train: Tensors, *, epochs: int, batch_size: int,
     ``until``: a predicate on an epoch's metrics; training stops after the first
     epoch that satisfies it (``epochs`` is then a cap, the epochs run are
     ``len(result.history)``), so runs can be trained to the same criterion.
+
+    ``diverge_factor``: the run stops as diverged at the first epoch whose loss is
+    not finite or exceeds this many times the first epoch's (None: non-finite only);
+    the diverged epoch is not in ``history``.
     """
     objective = objective or objective_from_loss(loss)
     eval_sets = eval_sets or {}
@@ -164,8 +198,9 @@ def fit(model: nn.Module, train: Tensors, *, epochs: int, batch_size: int,
             correct += (predictions(logits.detach()) == yb).sum()
         train_loss = loss_sum.item() / n
         result.epoch_times.append(time.perf_counter() - t0)
-        if not math.isfinite(train_loss):
-            result.diverged, result.diverged_epoch = True, epoch
+        reason = divergence(train_loss, result.first_loss, diverge_factor, epoch)
+        if reason:
+            result.diverged, result.diverged_epoch, result.diverged_reason = True, epoch, reason
             break
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / n}
         for name, data in eval_sets.items():
