@@ -117,6 +117,10 @@ def test_every_declared_output_exists_and_holds_real_values(smoke_repo):
                 problems.append(f"{stage}: {rel} missing")
                 continue
             files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+            if rel.parts[:2] == ("reports", "check"):  # parameter snapshots, not results
+                problems += [f"{stage}: {f} records no params" for f in files
+                             if "params" not in json.loads(f.read_text())]
+                continue
             if not files:
                 problems.append(f"{stage}: {rel} is an empty directory")
             for f in files:
