@@ -101,7 +101,7 @@ def test_yaml_1_1_exponent_strings_are_numbers(tmp_path):
     ("demo.device", "gpu", r"demo\.device: .*pattern"),
     ("demo.train_size", 0, r"demo\.train_size"),
     ("demo.train.momentum", 1.5, r"demo\.train\.momentum: .*less than 1"),
-    ("profile", "tiny", r"profile: must be one of full, smoke"),
+    ("profile", "tiny", r"profile: must be one of full, quick, smoke"),
     ("demoo", {"seeds": [1]}, r"demoo: unknown section .*did you mean 'demo'"),
     ("smoke.dmeo", {}, r"smoke\.dmeo: unknown stage"),
     ("smoke.demo.train.lr", 0, r"demo\.train\.lr: Input should be greater than 0"),
