@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "selu": nn.SELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -98,6 +99,30 @@ class ConvNetE2(nn.Sequential):
         ]))
         # NHWC conv weights make every conv output NHWC (the 1-channel input is both layouts).
         self.to(memory_format=torch.channels_last)
+
+    def logits_and_input_vjp(self, x: torch.Tensor):
+        """The logits, and a function ``dz -> dlogits/dx^T dz`` built from forward ops.
+
+        For the gradient loss: autograd's double backward of a convolution transposes batch
+        and channels (copies that cost 10x more in NHWC than the convolutions themselves);
+        written as forward ops (linear maps, ReLU masks, unpooling, transposed convolutions),
+        the VJP differentiates with the ordinary, fast backward kernels. The masks and pool
+        indices are constants: ReLU and max are piecewise linear.
+        """
+        z1 = self.conv1(x)
+        m1, i1 = F.max_pool2d(z1, 2, return_indices=True)
+        z2 = self.conv2(m1.relu())
+        m2, i2 = F.max_pool2d(z2, 2, return_indices=True)
+        a3 = self.fc1(self.flatten(m2.relu()))
+        logits = self.fc2(a3.relu())
+
+        def vjp(dz: torch.Tensor) -> torch.Tensor:
+            g = (dz @ self.fc2.weight) * (a3 > 0)
+            g = (g @ self.fc1.weight).view(m2.shape) * (m2 > 0)
+            g = F.conv_transpose2d(F.max_unpool2d(g, i2, 2, output_size=z2.shape[-2:]), self.conv2.weight)
+            g = F.max_unpool2d(g * (m1 > 0), i1, 2, output_size=z1.shape[-2:])
+            return F.conv_transpose2d(g, self.conv1.weight)
+        return logits, vjp
 
 
 def seeded(seed: int, build, *args, **kwargs) -> nn.Module:
