@@ -13,6 +13,7 @@ also times a 2048x2048 float32 matmul; the best rate over the run is the ceiling
 step's FLOPs (conv and dense layers; forward 2*MACs, a step ~3x forward) are compared to.
 
     python benchmarks/bench_convnets.py [--repeats 3] [--steps 24] [--configs e2_ce e2_grad e7]
+    python benchmarks/bench_convnets.py --profile e2_ce     # torch.profiler tables, plain and study
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def matmul_rate(n: int = 2048, reps: int = 10) -> float:
     return reps * 2 * n ** 3 / (time.perf_counter() - t)
 
 
-def worker(config: str, way: str, steps: int, chunk: int) -> dict:
+def worker(config: str, way: str, steps: int, chunk: int, profile: bool = False) -> dict:
     """Time ``steps`` training steps (best chunk of ``chunk`` steps) in this process."""
     import torch
     import torch.nn.functional as F
@@ -91,6 +92,15 @@ def worker(config: str, way: str, steps: int, chunk: int) -> dict:
         opt.step()
         return batch_loss.detach()
 
+    if profile:  # warm up, then one table of 10 profiled steps (self CPU time, % of the total)
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+        for j in range(3):
+            step(xs[j], ys[j])
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for j in range(3, 13):
+                step(xs[j], ys[j])
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+        return {}
     losses, times = [], []
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for i in range(0, steps, chunk):
@@ -110,8 +120,19 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=4, help="steps per timed chunk")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "WAY"), help=argparse.SUPPRESS)
+    ap.add_argument("--profile-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", metavar="CONFIG", choices=list(CONFIGS),
+                    help="print torch.profiler's top ops of CONFIG's step, plain then study, and exit")
     a = ap.parse_args()
+    if a.profile:
+        for way in ("plain", "study"):
+            print(f"--- {a.profile} {way}: top ops of 10 steps (self CPU time)")
+            subprocess.run([sys.executable, __file__, "--worker", a.profile, way, "--steps", "13", "--profile-worker"], check=True)
+        return
     if a.worker:
+        if a.profile_worker:
+            worker(*a.worker, a.steps, a.chunk, profile=True)
+            return
         print(json.dumps(worker(*a.worker, a.steps, a.chunk)))
         return
     runs: dict[tuple[str, str], list[dict]] = {}
