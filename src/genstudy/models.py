@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "selu": nn.SELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -53,8 +54,14 @@ def mlp(sizes: list[int], activation: str = "relu", dropout: float = 0.0,
     return init_weights(nn.Sequential(OrderedDict(layers)), init)
 
 
-def convnet_e2() -> nn.Sequential:
-    """E2's convnet: Conv 64 3x3, pool, Conv 64 3x3, pool, Dense 64, Dense 10 (logits)."""
+def convnet_e2(plain: bool = False) -> nn.Sequential:
+    """E2's convnet: Conv 64 3x3, pool, Conv 64 3x3, pool, Dense 64, Dense 10 (logits).
+
+    By default the fast module :class:`ConvNetE2` (same function, same state_dict keys);
+    ``plain=True`` builds the layers in the notebook's order and memory layout (the reference).
+    """
+    if not plain:
+        return ConvNetE2()
     return nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(1, 64, 3)), ("act1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
         ("conv2", nn.Conv2d(64, 64, 3)), ("act2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
@@ -62,6 +69,60 @@ def convnet_e2() -> nn.Sequential:
         ("fc1", nn.Linear(64 * 5 * 5, 64)), ("act3", nn.ReLU()),
         ("fc2", nn.Linear(64, 10)),
     ]))
+
+
+class ConvNetE2(nn.Sequential):
+    """E2's convnet computed faster on the CPU, the same function as ``convnet_e2(plain=True)``.
+
+    Two changes, both exact (benchmarks/PROFILE_E2.md has the measurements):
+
+    * pool before ReLU: max-pooling commutes with a monotone activation, so
+      relu(maxpool(z)) == maxpool(relu(z)), and the ReLU (and its backward) touches a quarter
+      of the elements. The gradient goes to the same element of each window (ties: the first
+      in both orders, and ReLU's gradient at 0 is 0 either way).
+    * channels_last: the conv weights are stored NHWC, so oneDNN's convolutions read and write
+      NHWC without reordering, and max_pool2d's NHWC kernel is vectorised over the 64 channels
+      (its NCHW kernel walks 2x2 windows one plane at a time and was 18 % of the plain step).
+      Flatten reshapes to the (C, H, W) order, so fc1 sees exactly the plain model's features.
+
+    Same parameter names and shapes as the plain model (conv1.weight ... fc2.bias): state
+    dicts load both ways. The modules keep their names, in the order they run.
+    """
+
+    def __init__(self):
+        super().__init__(OrderedDict([
+            ("conv1", nn.Conv2d(1, 64, 3)), ("pool1", nn.MaxPool2d(2)), ("act1", nn.ReLU()),
+            ("conv2", nn.Conv2d(64, 64, 3)), ("pool2", nn.MaxPool2d(2)), ("act2", nn.ReLU()),
+            ("flatten", nn.Flatten()),
+            ("fc1", nn.Linear(64 * 5 * 5, 64)), ("act3", nn.ReLU()),
+            ("fc2", nn.Linear(64, 10)),
+        ]))
+        # NHWC conv weights make every conv output NHWC (the 1-channel input is both layouts).
+        self.to(memory_format=torch.channels_last)
+
+    def logits_and_input_vjp(self, x: torch.Tensor):
+        """The logits, and a function ``dz -> dlogits/dx^T dz`` built from forward ops.
+
+        For the gradient loss: autograd's double backward of a convolution transposes batch
+        and channels (copies that cost 10x more in NHWC than the convolutions themselves);
+        written as forward ops (linear maps, ReLU masks, unpooling, transposed convolutions),
+        the VJP differentiates with the ordinary, fast backward kernels. The masks and pool
+        indices are constants: ReLU and max are piecewise linear.
+        """
+        z1 = self.conv1(x)
+        m1, i1 = F.max_pool2d(z1, 2, return_indices=True)
+        z2 = self.conv2(m1.relu())
+        m2, i2 = F.max_pool2d(z2, 2, return_indices=True)
+        a3 = self.fc1(self.flatten(m2.relu()))
+        logits = self.fc2(a3.relu())
+
+        def vjp(dz: torch.Tensor) -> torch.Tensor:
+            g = (dz @ self.fc2.weight) * (a3 > 0)
+            g = (g @ self.fc1.weight).view(m2.shape) * (m2 > 0)
+            g = F.conv_transpose2d(F.max_unpool2d(g, i2, 2, output_size=z2.shape[-2:]), self.conv2.weight)
+            g = F.max_unpool2d(g * (m1 > 0), i1, 2, output_size=z1.shape[-2:])
+            return F.conv_transpose2d(g, self.conv1.weight)
+        return logits, vjp
 
 
 def seeded(seed: int, build, *args, **kwargs) -> nn.Module:

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Tensors
+from .memory import keep_freed_memory
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 LOSSES = ("ce", "bce", "mse_softmax")
@@ -169,6 +170,7 @@ def fit(model: nn.Module, train: Tensors, *, epochs: int, batch_size: int,
     not finite or exceeds this many times the first epoch's (None: non-finite only);
     the diverged epoch is not in ``history``.
     """
+    keep_freed_memory()  # reuse each step's big blocks instead of page-faulting them in anew
     objective = objective or objective_from_loss(loss)
     eval_sets = eval_sets or {}
     constraints, callbacks = list(constraints), list(callbacks)
