@@ -21,14 +21,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Fashion-MNIST from Debian's package, where apt-get exists (the fetch stage
-# falls back to the official mirrors elsewhere).
+# System packages, where apt-get exists: Fashion-MNIST (the fetch stage falls back to the
+# official mirrors elsewhere) and Chromium (the report's browser test; skipped without it).
 dataset:
-	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	@need=""; [ -d /usr/share/datasets/fashion-mnist ] || need="dataset-fashion-mnist"; \
+	command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
+	if [ -z "$$need" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist; \
-	else echo "no apt-get: the fetch stage will download Fashion-MNIST"; fi
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$need; \
+	else echo "no apt-get: the fetch stage will download Fashion-MNIST; the browser test is skipped"; fi
 
 study: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

@@ -31,6 +31,14 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
+def _env(repo: Path) -> dict:
+    """The copy's own code runs: its src/ comes first on the path, before any installed copy."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(repo / "src"), "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t"}
+
+
 @pytest.fixture(scope="session")
 def smoke_repo(tmp_path_factory) -> Path:
     """A copy of the repository's files in which `dvc exp run -S profile=smoke` has run."""
@@ -42,11 +50,7 @@ def smoke_repo(tmp_path_factory) -> Path:
         if src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
-    # The copy's own code runs: its src/ comes first on the path, before any installed copy.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(dest / "src"),
-           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = _env(dest)
     _run(["git", "init", "-q"], dest, env)
     _run(["git", "add", "-A"], dest, env)
     _run(["git", "commit", "-qm", "smoke"], dest, env)
@@ -162,3 +166,66 @@ def test_the_report_shows_every_figure_and_real_numbers(smoke_repo):
             assert re.search(r"\d", cells[1]), f"a table row holds no number: {row}"
             assert "nan" not in cells[1].lower() and "n/a" not in cells[1], f"no value in the report: {row}"
     assert "Verdict:" in page and md.count("**Verdict: not a result**") >= 8  # smoke: no verdicts
+
+
+def _hashes(repo: Path) -> dict[str, bytes]:
+    return {p.relative_to(repo).as_posix(): p.read_bytes() for top in ("reports", "models", "data")
+            for p in sorted((repo / top).rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: d["flatness"].update(lr=-0.001), "flatness.lr: Input should be greater than 0"),
+    (lambda d: d["flatness"].update(epocs=5), "flatness.epocs: unknown key"),
+    (lambda d: d.update(profile="nonsense"), "profile: must be one of full, quick, smoke"),
+    (lambda d: d.update(bogus={"x": 1}), "bogus: unknown section"),
+    (lambda d: d["smoke"].update(flatnes={}), "smoke.flatnes: unknown stage"),
+    (lambda d: d["transfer"].update(seeds=[0, 0]), "transfer.seeds: Value error, must not repeat a value"),
+])
+def test_a_refused_run_through_dvc_keeps_every_previous_output(smoke_repo, change, needle):
+    """DVC deletes a stage's outputs before its command runs: the check stage refuses bad params
+    first, so nothing of the last good run is lost; restoring params.yaml is the way back."""
+    env = _env(smoke_repo)
+    before = _hashes(smoke_repo)
+    good = (smoke_repo / "params.yaml").read_text()
+    doc = yaml.safe_load(good)
+    change(doc)
+    (smoke_repo / "params.yaml").write_text(yaml.safe_dump(doc))
+    try:
+        proc = subprocess.run(["dvc", "repro"], cwd=smoke_repo, env=env, capture_output=True, text=True)
+        assert proc.returncode != 0
+        assert needle in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+    finally:
+        (smoke_repo / "params.yaml").write_text(good)
+    assert _hashes(smoke_repo) == before
+    _run(["dvc", "status", "--quiet"], smoke_repo, env)  # nothing to rerun after the restore
+
+
+def test_two_runs_of_a_stage_write_the_same_bytes(smoke_repo):
+    """Rerunning baselines writes byte-identical models, tables and metrics (run.json records
+    times), so the stages that read its models do not rerun."""
+    env = _env(smoke_repo)
+    before = {k: v for k, v in _hashes(smoke_repo).items() if k.startswith(("models/baselines", "reports/baselines"))}
+    _run(["dvc", "repro", "-f", "-s", "baselines"], smoke_repo, env)
+    after = {k: v for k, v in _hashes(smoke_repo).items() if k.startswith(("models/baselines", "reports/baselines"))}
+    assert before.keys() == after.keys()
+    differ = [k for k in before if before[k] != after[k] and not k.endswith("run.json")]
+    assert not differ, f"files that differ between two runs: {differ}"
+    status = _run(["dvc", "status", "gradient_loss"], smoke_repo, env).stdout
+    assert "changed" not in status, status
+
+
+def test_a_remote_round_trip_restores_everything_without_a_rerun(smoke_repo, tmp_path):
+    """Push the smoke run to a local-directory remote, clone the repository afresh, pull: every
+    output is back and `dvc status` has nothing to run."""
+    env = _env(smoke_repo)
+    remote = tmp_path / "remote"
+    _run(["dvc", "remote", "add", "-f", "-d", "storage", str(remote)], smoke_repo, env)
+    _run(["git", "add", "-A"], smoke_repo, env)
+    _run(["git", "commit", "-qm", "smoke results"], smoke_repo, env)
+    _run(["dvc", "push"], smoke_repo, env)
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(smoke_repo), str(clone)], tmp_path, env)
+    _run(["dvc", "pull"], clone, {**env, "PYTHONPATH": str(clone / "src")})
+    assert _hashes(clone) == _hashes(smoke_repo)
+    status = _run(["dvc", "status"], clone, {**env, "PYTHONPATH": str(clone / "src")}).stdout
+    assert "up to date" in status, status

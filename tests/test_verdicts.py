@@ -108,7 +108,12 @@ def gradient_table(clean_g, noisy_g, clean_b=0.90, noisy_b=0.80, seeds=3, spread
     (gradient_table(0.90, 0.85, spread=0.2), INCONCLUSIVE),  # too noisy to tell anything
 ])
 def test_gradient_loss(tmp_path, table, label):
-    s = build(tmp_path, "gradient_loss", {}, results=table)
+    seeds = sorted(table.seed.unique())
+    build(tmp_path, "baselines", {"convnet": {"train_size": None}},
+          results=pd.DataFrame({"model": "convnet", "seed": seeds, "epochs": 20, "test_acc": 0.9, "test_loss": 0.3}),
+          timing=pd.DataFrame({"model": "convnet", "seed": seeds, "train_time": 20.0, "wall_time": 30.0}))
+    s = build(tmp_path, "gradient_loss", {}, results=table.drop(columns="train_time_per_epoch"),
+              timing=pd.DataFrame({"arm": "gradient_loss", "seed": seeds, "train_time_per_epoch": 2.0}))
     check(s, label)
     assert any("2.00" in r.ours for r in s.rows if r.quantity.startswith("training time per epoch"))
 

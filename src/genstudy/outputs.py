@@ -92,6 +92,17 @@ def write_table(path: Path | str, df: pd.DataFrame) -> None:
         df.to_csv(tmp, index=False)
 
 
+def write_results(out: Path, df: pd.DataFrame, keys: list[str], name: str = "results.csv") -> None:
+    """``df`` as ``out/<name>`` without its timing columns (any named '*time*'), which go to
+    ``out/timing.csv`` beside ``keys``. Times differ on every run and results must not: a stage
+    that reads these results (and DVC, which hashes them) sees the same bytes when nothing but
+    the clock changed."""
+    timed = [c for c in df.columns if "time" in c]
+    write_table(out / name, df.drop(columns=timed))
+    if timed:
+        write_table(out / "timing.csv", df[keys + timed])
+
+
 def save_model(path: Path | str, module: torch.nn.Module, **meta) -> None:
     """``{"state_dict": ..., **meta}`` for ``torch.load``, the same bytes for the same model.
 

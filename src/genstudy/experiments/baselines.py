@@ -61,7 +61,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
             print(f"baselines: {tag} test_acc={test_acc:.4f} ({res.wall_time:.0f}s)")
     curves.write(out / "curves.csv")
     df = pd.DataFrame(rows)
-    outputs.write_table(out / "results.csv", df)
+    outputs.write_results(out, df, ["model", "seed"])
     mean = df.groupby("model").test_acc.mean()  # headline numbers only: what dvc metrics diff shows
     outputs.write_json(out / "metrics.json", {f"{m}_test_acc": mean[m] for m in NETWORKS if m in mean})
 

@@ -88,7 +88,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     df, sens_df = pd.DataFrame(rows), pd.DataFrame(sens_rows)
     curves_df = pd.read_csv(out / "curves.csv")
     curves_df[["batch_size", "seed"]] = curves_df.run.str.extract(r"bs(\d+)_s(\d+)").astype(int)
-    outputs.write_table(out / "results.csv", df)
+    outputs.write_results(out, df, ["batch_size", "seed"])
     outputs.write_table(out / "sensitivity.csv", sens_df)
     ends = df.groupby("batch_size")[["test_acc", "sharpness"]].mean().iloc[[0, -1]]
     outputs.write_json(out / "metrics.json", {  # headline numbers only: what dvc metrics diff shows

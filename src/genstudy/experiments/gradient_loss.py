@@ -69,7 +69,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     test = test.head(p.test_size).to(device)
     noise = measures.gaussian_noise(test.x.shape, p.noise_seed, device)
     curves = outputs.Curves()
-    rows = []
+    rows, timing = [], []
     for seed in p.seeds:
         model = models.seeded(seed, models.convnet_e2).to(device)
         opt = make_optimizer(model.parameters(), p.optimizer, p.lr, p.momentum)
@@ -81,28 +81,24 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
                            objective="gradient_loss", params=p.model_dump())
         base_model, base_params = baselines[seed]
         b = base_runs.loc[seed] if seed in base_runs.index else None
-        # time per epoch: with the per-epoch test evaluation, and of training alone (the cost ratio)
-        arms = {
-            "gradient_loss": (model, len(res.history), res.diverged,
-                              res.wall_time / max(len(res.history), 1),
-                              sum(res.epoch_times) / max(len(res.epoch_times), 1)),
-            "cross_entropy": (base_model, int(b["epochs"]) if b is not None else base_params.get("epochs"),
-                              bool(b["diverged"]) if b is not None else None,
-                              float(b["wall_time"] / b["epochs"]) if b is not None else float("nan"),
-                              float(b["train_time"] / b["epochs"]) if b is not None and "train_time" in b
-                              else float("nan")),  # baselines from before it timed training apart
-        }
-        for arm, (m, epochs, diverged, time_per_epoch, train_time_per_epoch) in arms.items():
+        arms = {"gradient_loss": (model, len(res.history), res.diverged),
+                "cross_entropy": (base_model, int(b["epochs"]) if b is not None else base_params.get("epochs"),
+                                  bool(b["diverged"]) if b is not None else None)}
+        for arm, (m, epochs, diverged) in arms.items():
             for r in measures.accuracy_under_noise(m, test, p.sigmas, noise, clip=p.clip):
-                rows.append({"arm": arm, "seed": seed, **r, "epochs": epochs, "diverged": diverged,
-                             "time_per_epoch": time_per_epoch,
-                             "train_time_per_epoch": train_time_per_epoch})
+                rows.append({"arm": arm, "seed": seed, **r, "epochs": epochs, "diverged": diverged})
+        # time per epoch with the per-epoch test evaluation, and of training alone (the cost
+        # ratio; the baseline arm's is in the baselines stage's timing.csv)
+        timing.append({"arm": "gradient_loss", "seed": seed,
+                       "time_per_epoch": res.wall_time / max(len(res.history), 1),
+                       "train_time_per_epoch": sum(res.epoch_times) / max(len(res.epoch_times), 1)})
         acc = {r["arm"]: r["test_acc"] for r in rows if r["seed"] == seed and r["sigma"] == p.sigmas[0]}
         print(f"gradient_loss: seed {seed} sigma={p.sigmas[0]} acc gradient={acc['gradient_loss']:.4f} "
               f"baseline={acc['cross_entropy']:.4f} ({res.wall_time:.0f}s)")
     curves.write(out / "curves.csv")
     df = pd.DataFrame(rows)
     outputs.write_table(out / "results.csv", df)
+    outputs.write_table(out / "timing.csv", pd.DataFrame(timing))
     acc = df.groupby(["arm", "sigma"]).test_acc.mean()  # headline numbers only (dvc metrics diff)
     outputs.write_json(out / "metrics.json", {
         f"{arm}_test_acc_sigma{s:g}": acc[arm, s] for arm in ("gradient_loss", "cross_entropy")
@@ -151,12 +147,19 @@ def section(out: Outputs, refs: dict) -> Section:
         elif np.isclose(sigma, sigma_nb):
             parts.append((f"more accurate under noise σ {sigma:g} (gradient loss − baseline)",
                           stats.judge(diff, +1, ref("min_effect"))))
-    t = df.drop_duplicates(["arm", "seed"]).pivot(index="seed", columns="arm", values="train_time_per_epoch")
-    ratio = (t["gradient_loss"] / t["cross_entropy"]).dropna()
+    # training alone, per epoch: this stage's gradient arm over the baselines stage's (same seeds)
+    grad = out.table("timing.csv").set_index("seed").train_time_per_epoch if (out.dir / "timing.csv").is_file() \
+        else pd.Series(dtype=float)
+    base_dir = Outputs(out.dir.parent, "baselines")
+    base = pd.Series(dtype=float)
+    if (base_dir.dir / "timing.csv").is_file():
+        bt = base_dir.table("timing.csv").merge(base_dir.table(), on=["model", "seed"]).query("model == 'convnet'")
+        base = (bt.train_time / bt.epochs).set_axis(bt.seed)
+    ratio = (grad / base).dropna()
     rows.append(Row("training time per epoch, gradient loss / cross-entropy (training alone, "
                     "measured in two stages; benchmarks/bench_gradient_loss.py compares them in one run)",
-                    fmt_series(ratio, 2) if len(ratio) else "n/a (the baselines of this run did not time "
-                    "training apart from evaluation)", ref_text(refs, "gradient_loss", "cost_ratio_per_epoch")))
+                    fmt_series(ratio, 2) if len(ratio) else "n/a (this run did not time training apart "
+                    "from evaluation)", ref_text(refs, "gradient_loss", "cost_ratio_per_epoch")))
     note = "" if parts else f"The run has no σ {sigma_nb:g} (the notebook's) to test robustness at."
     return Section(
         "gradient_loss", "E2 The gradient loss (double backpropagation) and robustness to noise",

@@ -97,7 +97,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
               f"test_acc {test_acc:.4f} margin {row['margin_mean']:.4f} rho {row['rho']:.4f} "
               f"flipped {row['flipped_share']:.3f}")
     df = pd.DataFrame(rows)
-    outputs.write_table(out / "results.csv", df)
+    outputs.write_results(out, df, ["lr", "batch", "seed"])
     fitted = df[df["fitted"] & df["margin_mean"].notna()]
     outputs.write_json(out / "metrics.json", {  # headline numbers only, over the fitted models
         "models_fitted": len(fitted), "margin_min": fitted["margin_mean"].min(),

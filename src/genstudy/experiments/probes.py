@@ -169,7 +169,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     outputs.write_table(out / "fig5.csv", fig5[columns])
     outputs.write_table(out / "fig8.csv", fig8[["steps"] + columns])
     runs = pd.DataFrame(runs5 + runs8)
-    outputs.write_table(out / "results.csv", runs)
+    outputs.write_results(out, runs, ["figure", "model", "seed", "snapshot"])
     trained = fig5[fig5.snapshot == "trained"].groupby("point", sort=False).test_error.mean()
     last = fig8[fig8.steps == fig8.steps.max()]
     outputs.write_json(out / "metrics.json", {  # headline numbers only: what dvc metrics diff shows

@@ -158,7 +158,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
                           f"(MC over {p.mc_passes} passes)")
     df = pd.DataFrame(rows)
     curves_df = pd.concat(curves, ignore_index=True)
-    outputs.write_table(out / "results.csv", df)
+    outputs.write_results(out, df, ["variant", "seed"])
     outputs.write_table(out / "curves.csv", curves_df)
     mean = df.groupby("variant", sort=False)[["test_acc", "gap"]].mean()
     outputs.write_json(out / "metrics.json", {  # headline numbers only: what dvc metrics diff shows

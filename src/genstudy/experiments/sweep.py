@@ -76,7 +76,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     curves.write(out / "curves.csv")
     df = pd.DataFrame([lr_batch.row(sw.name, key, sw.epochs, results[key])
                        for sw in sweeps for key in sw.runs])
-    outputs.write_table(out / "results.csv", df)
+    outputs.write_results(out, df, ["sweep", "lr", "batch", "seed"])
 
     grid = df[df["sweep"] == "grid"]
     cell = grid.groupby(["lr", "batch"])["final_test_acc"].mean()

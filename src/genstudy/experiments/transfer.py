@@ -149,7 +149,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
         record("transferred", seed, "B", model_tr, res_tr, b_sub, b_test, "bce")
 
     df = pd.DataFrame(rows)
-    outputs.write_table(out / "results.csv", df)
+    outputs.write_results(out, df, ["arm", "seed"])
     curves_df = pd.DataFrame(curves)
     outputs.write_table(out / "curves.csv", curves_df)
     mean = df.groupby("arm").test_acc.mean()
