@@ -121,7 +121,8 @@ def fit(model: nn.Module, train: Tensors, *, epochs: int, batch_size: int,
         objective: Objective | None = None, eval_sets: dict[str, Tensors] | None = None,
         constraints: Iterable[Callable[[nn.Module], None]] = (),
         callbacks: Iterable[Callback] = (), desc: str | None = None,
-        progress: bool = True) -> RunResult:
+        progress: bool = True,
+        until: Callable[[dict[str, float]], bool] | None = None) -> RunResult:
     """Train ``model`` in place on ``train`` (already on the model's device).
 
     Per epoch it records ``train_loss``/``train_acc`` (running means over the
@@ -129,6 +130,10 @@ def fit(model: nn.Module, train: Tensors, *, epochs: int, batch_size: int,
     for every evaluation set, plus ``epoch`` and ``time``. The batch order is
     drawn from ``seed``; dropout draws from torch's global generator, which
     ``fit`` seeds from ``seed`` too, so a run is repeatable bit for bit.
+
+    ``until``: a predicate on an epoch's metrics; training stops after the first
+    epoch that satisfies it (``epochs`` is then a cap, the epochs run are
+    ``len(result.history)``), so runs can be trained to the same criterion.
     """
     objective = objective or objective_from_loss(loss)
     eval_sets = eval_sets or {}
@@ -170,6 +175,8 @@ def fit(model: nn.Module, train: Tensors, *, epochs: int, batch_size: int,
         bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k.endswith("acc")})
         for cb in callbacks:
             cb(epoch, metrics)
+        if until is not None and until(metrics):
+            break
     bar.close()
     result.wall_time = time.perf_counter() - start
     return result
