@@ -200,7 +200,9 @@ def load(dataset: str, root: Path = Path("data/raw")) -> tuple[Tensors, Tensors]
     missing = [n for n in spec.sha256 if not (raw / n).is_file()]
     if missing:
         raise DataError(f"{dataset} is not fetched ({raw} lacks {', '.join(missing)}): "
-                        f"add it to fetch.datasets in params.yaml and run `dvc repro fetch`")
+                        f"add it to fetch.datasets in params.yaml and run `dvc repro fetch` (it downloads "
+                        f"from the mirrors; offline, set fetch.local_dirs.{dataset} to a directory holding "
+                        f"its four IDX .gz files)")
     out = []
     for train in (True, False):
         ds = spec.torchvision_class(root=str(root), train=train, download=False)
