@@ -129,7 +129,7 @@ def test_the_committed_params_yaml_is_valid_for_every_stage(profile, tmp_path):
             assert not classes, f"stage {name} declares params but params.yaml has no section {name}"
             continue
         expected = "".join(w.capitalize() for w in name.split("_")) + "Params"
-        top = [c for c in classes if c.__name__ == expected]
+        top = [c for c in classes if c.__name__ in (expected, "Params")]  # Params: experiments/<stage>.py
         assert top, f"stage {name}: no params class {expected}"
         params.load(name, top[0], path)
 

@@ -9,8 +9,6 @@ sharpness (Metric 2.1, full space) at every eps, maximised by L-BFGS-B as in the
 and, as a cross-check, by projected sign-gradient ascent.
 """
 
-from __future__ import annotations
-
 import time
 from pathlib import Path
 from typing import Annotated
