@@ -103,7 +103,8 @@ def run(p: Params, out: Path) -> None:
             res = fit(model, train, epochs=p.max_epochs, batch_size=bs, optimizer=opt, seed=seed,
                       callbacks=[_fitted(model, train)], desc=f"{arm} s{seed}",
                       until=lambda m: m["fit_acc"] >= p.target_train_acc)
-            train_loss, train_acc = res.final["fit_loss"], res.final["fit_acc"]
+            recalibrate_batchnorm(model, train)  # already so after a finished epoch; not after a divergence
+            train_loss, train_acc = evaluate(model, train)
             test_loss, test_acc = evaluate(model, test)
             row = {"arm": arm, "batch_size": bs, "seed": seed, "dataset": p.dataset,
                    "train_size": len(train), "sharpness_size": len(sharp_set),
