@@ -246,7 +246,9 @@ def load(dataset: str, root: Path = RAW) -> tuple[Tensors, Tensors]:
     missing = [n for n in spec.sha256 if not (raw / n).is_file()]
     if len(missing) == len(spec.sha256):
         raise DataError(f"{dataset} is not fetched ({raw} lacks {', '.join(missing)}): "
-                        f"add it to fetch.datasets in params.yaml and run `dvc repro fetch`")
+                        f"add it to fetch.datasets in params.yaml and run `dvc repro fetch` (it downloads "
+                        f"from the mirrors; offline, set fetch.local_dirs.{dataset} to a directory holding "
+                        f"its four IDX .gz files)")
     if missing:
         raise DataError(f"{raw} lacks {', '.join(missing)} of {dataset}. {RECOVER}")
     arrays = {n: _idx_array(_read_verified(raw / n, h)) for n, h in spec.sha256.items()}

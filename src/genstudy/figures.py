@@ -19,7 +19,8 @@ from .outputs import save_figure  # noqa: E402
 
 def setup() -> None:
     """The study's style: call once before drawing."""
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    # font_scale 1.15: the report shows figures at most ~1,070 px wide; text must stay legible
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=1.15)
     plt.rcParams.update({"figure.dpi": 120, "savefig.bbox": "tight", "axes.titleweight": "bold"})
 
 
@@ -32,10 +33,11 @@ def save(fig, directory: Path | str, name: str) -> Path:
 
 
 def lr_batch_heatmap(ax, df: pd.DataFrame, value: str, title: str, fmt: str = ".2f",
-                     cmap="viridis") -> None:
+                     cmap="viridis", mark: str | None = None) -> None:
     """Mean of ``value`` over seeds on lr (rows) x batch (columns).
 
-    Cells where a seed diverged are hatched red; cells without a value say 'NaN'.
+    Cells where a seed diverged are hatched red; cells without a value say 'NaN'; cells where
+    some seed's boolean column ``mark`` is False get a black frame (e.g. did not fit).
     """
     g = df.groupby(["lr", "batch"])
     mean = g[value].mean().unstack("batch").sort_index(ascending=False)
@@ -46,6 +48,8 @@ def lr_batch_heatmap(ax, df: pd.DataFrame, value: str, title: str, fmt: str = ".
         for j, b in enumerate(mean.columns):
             if div.loc[lr, b] > 0:  # some or all seeds diverged
                 ax.add_patch(Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="red", lw=0))
+            if mark is not None and not df[(df.lr == lr) & (df.batch == b)][mark].all():
+                ax.add_patch(Rectangle((j + 0.04, i + 0.04), 0.92, 0.92, fill=False, edgecolor="black", lw=2))
             if not np.isfinite(mean.loc[lr, b]):
                 ax.text(j + 0.5, i + 0.5, "NaN", ha="center", va="center", color="red",
                         fontsize=8, fontweight="bold")

@@ -8,8 +8,10 @@ model's train/eval mode is restored on return.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -100,6 +102,91 @@ def keskar_sharpness(model: nn.Module, data: Tensors, loss: str = "ce", eps: flo
 
         top, base = box_maximum(f, params, eps=eps, steps=steps, step_size=step_size)
     return 100.0 * max(top - base, 0.0) / (1.0 + base)
+
+
+def box_maximum_lbfgsb(f: Callable[[dict[str, torch.Tensor]], object],
+                       params: dict[str, torch.Tensor], eps: float = 1e-3,
+                       iterations: int = 10) -> tuple[float, float, int, int]:
+    """Max of ``f(w + d)`` over the box |d_i| <= eps (|w_i| + 1) by L-BFGS-B (scipy).
+
+    ``f(p)`` returns a scalar tensor (its gradient comes from autograd) or a pair
+    ``(value, {name: gradient})`` (a loss that accumulates its own gradient over
+    batches). scipy works in float64 on the flattened perturbation d, starting
+    at d = 0, for at most ``iterations`` L-BFGS-B iterations; its gradient and
+    relative-decrease tolerances are zero, because at a trained minimum the
+    gradient is already tiny and scipy would otherwise stop at d = 0. Every
+    point L-BFGS-B evaluates lies in the box, so the largest value seen is kept.
+    Returns ``(max f(w + d), f(w), iterations, evaluations)``; ``params`` are not modified.
+    """
+    from scipy.optimize import minimize
+
+    w = {k: v.detach() for k, v in params.items()}
+    names, shapes = list(w), [v.shape for v in w.values()]
+    sizes = [v.numel() for v in w.values()]
+    half = torch.cat([(eps * (v.abs() + 1)).flatten() for v in w.values()]).double().cpu().numpy()
+    values: list[float] = []
+
+    def value_and_grad(d_flat: np.ndarray) -> tuple[float, np.ndarray]:
+        parts = torch.from_numpy(d_flat).split(sizes)
+        d = {k: part.view(shape).to(w[k]) for k, part, shape in zip(names, parts, shapes)}
+        # d f(w + d) / d d = the gradient at the leaf w + d
+        p = {k: (w[k] + d[k]).requires_grad_(True) for k in names}
+        out = f(p)
+        if isinstance(out, torch.Tensor):
+            grads = dict(zip(names, torch.autograd.grad(out, [p[k] for k in names])))
+            value = float(out.detach())
+        else:
+            value, grads = float(out[0]), out[1]
+        values.append(value)
+        g = torch.cat([grads[k].detach().double().flatten().cpu() for k in names]).numpy()
+        return -value, -g  # scipy minimises
+
+    res = minimize(value_and_grad, np.zeros(sum(sizes)), jac=True, method="L-BFGS-B",
+                   bounds=np.stack([-half, half], axis=1),
+                   options={"maxiter": iterations, "gtol": 0.0, "ftol": 0.0})
+    return max(values), values[0], int(res.nit), int(res.nfev)
+
+
+@dataclass
+class Sharpness:
+    value: float        # Metric 2.1, in percent
+    loss: float         # L(w) on the data set
+    max_loss: float     # the largest L(w + d) found in the box
+    iterations: int     # L-BFGS-B iterations done
+    evaluations: int    # loss-and-gradient evaluations over the whole data set
+
+
+def keskar_sharpness_lbfgsb(model: nn.Module, data: Tensors, eps: float = 1e-3,
+                            iterations: int = 10, batch_size: int = 4096,
+                            loss: str = "ce") -> Sharpness:
+    """Keskar et al. (2017) Metric 2.1 in the full parameter space, maximised as they did, by L-BFGS-B.
+
+    100 * (max_{d in box} L(w + d) - L(w)) / (1 + L(w)) with L the mean loss over
+    all of ``data`` (the training set), box |d_i| <= eps (|w_i| + 1) over every
+    parameter (batch-norm scales and shifts included). L and its gradient are
+    summed exactly over batches of ``batch_size`` (float64 sums), so memory stays
+    bounded and the maximiser sees the full loss, not a minibatch. Batch norm is
+    in eval mode: it normalises with its running statistics, so L(w + d) is a
+    fixed function of the weights (its buffers are not perturbed or updated).
+    The model's weights are never modified (perturbed weights go through
+    ``torch.func.functional_call``) and its train/eval mode is restored.
+    """
+    lf = loss_fn(loss)
+    n = len(data)
+    with _eval_mode(model):
+        def f(p: dict[str, torch.Tensor]) -> tuple[float, dict[str, torch.Tensor]]:
+            total = 0.0  # p's tensors are leaves that require grad
+            grads = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in p.items()}
+            for i in range(0, n, batch_size):
+                xb, yb = data.x[i:i + batch_size], data.y[i:i + batch_size]
+                batch = lf(functional_call(model, p, (xb,)), yb) * (len(yb) / n)
+                for k, g in zip(p, torch.autograd.grad(batch, list(p.values()))):
+                    grads[k] += g.double()
+                total += float(batch.detach().double())
+            return total, grads
+
+        top, base, nit, nfev = box_maximum_lbfgsb(f, dict(model.named_parameters()), eps, iterations)
+    return Sharpness(100.0 * max(top - base, 0.0) / (1.0 + base), base, top, nit, nfev)
 
 
 def gaussian_noise(shape: torch.Size | tuple[int, ...], seed: int,

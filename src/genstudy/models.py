@@ -125,6 +125,20 @@ class ConvNetE2(nn.Sequential):
         return logits, vjp
 
 
+def keskar_f1(depth: int = 5, width: int = 512, in_features: int = 784,
+              classes: int = 10) -> nn.Sequential:
+    """Keskar et al.'s (2017) network F1: ``depth`` hidden layers of ``width`` units, each
+    Linear (``fc{i}``), BatchNorm1d (``bn{i}``), ReLU (``act{i}``); then ``fc{depth+1}`` (logits)."""
+    layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
+    fan_in = in_features
+    for i in range(1, depth + 1):
+        layers += [(f"fc{i}", nn.Linear(fan_in, width)), (f"bn{i}", nn.BatchNorm1d(width)),
+                   (f"act{i}", nn.ReLU())]
+        fan_in = width
+    layers.append((f"fc{depth + 1}", nn.Linear(fan_in, classes)))
+    return nn.Sequential(OrderedDict(layers))
+
+
 def seeded(seed: int, build, *args, **kwargs) -> nn.Module:
     """``build(*args, **kwargs)`` with its initial weights drawn from ``seed``."""
     with torch.random.fork_rng(devices=[]):

@@ -219,6 +219,34 @@ def fit(model: nn.Module, train: Tensors, *, epochs: int, batch_size: int,
     return result
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data: Tensors, batch_size: int = 4096) -> None:
+    """Set every batch-norm layer's running statistics to their exact averages over ``data``.
+
+    The running means/variances are moving averages of past batches, taken while the
+    weights kept changing; with few steps per epoch (large batches) they lag the
+    final weights, and the eval-mode network is not the trained one (measured on F1:
+    eval-mode train accuracy 0.96 -> 0.996 after recalibration). Training never
+    reads these buffers, so recalibrating between epochs does not change training.
+    The model's train/eval mode and the layers' momentum are restored.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    was_training, momenta = model.training, [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    # batches of (nearly) equal size: the cumulative average weighs every batch the same
+    size = -(-len(data) // -(-len(data) // batch_size))
+    for i in range(0, len(data), size):
+        model(data.x[i:i + size])
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
 def lr_decay(optimizer: torch.optim.Optimizer, factor: float) -> Callback:
     """A :func:`fit` callback that multiplies every learning rate by ``factor`` after each epoch."""
     def callback(epoch: int, metrics: dict[str, float]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-NAMES = ("baselines", "flatness", "gradient_loss", "regularization", "transfer", "sweep",
+NAMES = ("baselines", "flatness", "keskar", "gradient_loss", "regularization", "transfer", "sweep",
          "margins", "probes")
 
 

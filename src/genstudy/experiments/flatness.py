@@ -115,8 +115,8 @@ def draw(df: pd.DataFrame, sens: pd.DataFrame, curves: pd.DataFrame, out: Path) 
     panels = [("sensitivity_mean", "input sensitivity\n(mean ||d loss/d x||, test)"),
               ("sharpness", "Keskar sharpness (%)"), ("test_acc", "test accuracy"),
               ("gap", "generalization gap\n(train acc - test acc)")]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
-    for ax, (col, label) in zip(axes, panels):
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for ax, (col, label) in zip(axes.flat, panels):
         sns.pointplot(df, x="batch_size", y=col, errorbar="sd", ax=ax, color="C0", capsize=0.15)
         sns.stripplot(df, x="batch_size", y=col, ax=ax, color="0.4", size=4, alpha=0.6)
         ax.set(xlabel="batch size", ylabel=label)

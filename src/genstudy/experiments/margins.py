@@ -112,20 +112,22 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
 def margin_figures(df: pd.DataFrame, out: Path) -> None:
     """Margin vs lr and batch (heatmap + lines), and margin vs test accuracy."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 5))
-    figures.lr_batch_heatmap(axes[0], df, "margin_mean", "mean DeepFool ||r||_2", cmap="magma")
-    axes[0].set_title("mean DeepFool margin ||r||_2 (pixels in [0,1])")
+    figures.lr_batch_heatmap(axes[0], df, "margin_mean", "mean DeepFool ||r||_2", cmap="magma", mark="fitted")
+    axes[0].set_title("mean DeepFool margin ||r||_2\n(black frame: some seed did not fit its training set)")
     if df["margin_mean"].isna().any():
         axes[0].text(0, -0.18, "NaN: DeepFool flipped no example (e.g. a collapsed, constant model)",
                      transform=axes[0].transAxes, fontsize=8, color="red")
     order = [str(b) for b in sorted(df["batch"].unique())]
-    sns.lineplot(df.assign(batch=df["batch"].astype(str)), x="lr", y="margin_mean", hue="batch",
-                 hue_order=order, marker="o", errorbar="sd",
-                 palette=sns.color_palette("viridis", len(order)), ax=axes[1])
+    fit = df[df["fitted"]]
+    if len(fit):
+        sns.lineplot(fit.assign(batch=fit["batch"].astype(str)), x="lr", y="margin_mean", hue="batch",
+                     hue_order=order, marker="o", errorbar="sd",
+                     palette=sns.color_palette("viridis", len(order)), ax=axes[1])
+        axes[1].legend(title="batch size")
     axes[1].set_xscale("log")
     axes[1].set_xlabel("learning rate")
     axes[1].set_ylabel("mean DeepFool margin ||r||_2")
-    axes[1].set_title("margin vs learning rate, one line per batch size")
-    axes[1].legend(title="batch size")
+    axes[1].set_title(f"margin vs learning rate: the {len(fit)} fitted models\n(one line per batch size, ± sd over seeds)")
     figures.save(fig, out, "margin_vs_lr_batch")
 
     # margin vs test accuracy: the models that fit their training set (E6's premise), and all

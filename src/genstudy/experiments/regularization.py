@@ -178,31 +178,27 @@ def plot_curves(curves: pd.DataFrame, fig_dir: Path) -> None:
                        var_name="curve", value_name="accuracy")
     long["curve"] = long["curve"].map({"train_acc": "train (running, regularized)",
                                        "val_acc": "validation"})
-    g = sns.relplot(data=long, x="epoch", y="accuracy", hue="curve", col="variant", col_wrap=4,
-                    kind="line", errorbar="sd", height=2.8, aspect=1.2)
+    g = sns.relplot(data=long, x="epoch", y="accuracy", hue="curve", col="variant", col_wrap=3,
+                    kind="line", errorbar="sd", height=3.2, aspect=1.3)
     g.set_axis_labels("epoch", "accuracy").set_titles("{col_name}")
     g.figure.suptitle("E3: train and validation accuracy per variant (mean ± sd over seeds)", y=1.03)
     figures.save(g.figure, fig_dir, "val_curves")
-    fig, ax = plt.subplots(figsize=(8, 5))
-    sns.lineplot(data=curves, x="epoch", y="val_acc", hue="variant", errorbar="sd", ax=ax)
-    ax.set(xlabel="epoch", ylabel="validation accuracy",
-           title="E3: validation accuracy per variant (band: ± sd over seeds)")
-    figures.save(fig, fig_dir, "val_acc_all")
 
 
 def plot_summary(df: pd.DataFrame, fig_dir: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    """Test accuracy and train − validation gap per variant: mean and 95 % CI over seeds, dots = seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.55 * df.variant.nunique() + 1.8), sharey=True)
     order = list(dict.fromkeys(df.variant))
     for ax, col, label in ((axes[0], "test_acc", "test accuracy"),
                            (axes[1], "gap", "train − validation accuracy (eval mode)")):
-        sns.barplot(data=df, x="variant", y=col, order=order, errorbar="sd", alpha=0.5, ax=ax)
-        sns.stripplot(data=df, x="variant", y=col, order=order, color="k", size=4, ax=ax)
-        ax.set(xlabel="", ylabel=label)
-        ax.tick_params(axis="x", rotation=40)
-    lo = df.test_acc.min()
-    axes[0].set_ylim(max(0.0, lo - 0.05), min(1.0, df.test_acc.max() + 0.02))
-    axes[0].set_title("final test accuracy (dots: seeds)")
+        sns.stripplot(data=df, y="variant", x=col, order=order, color="0.55", size=5, ax=ax)
+        sns.pointplot(data=df, y="variant", x=col, order=order, errorbar=("ci", 95), color="C0",
+                      linestyle="none", capsize=0.3, ax=ax)
+        ax.set(ylabel="", xlabel=label)
+    axes[0].set_title("final test accuracy")
     axes[1].set_title("generalization gap after the last epoch")
+    fig.suptitle("E3: mean and 95 % CI over seeds (grey dots: one seed each)", y=1.02)
+    fig.tight_layout()
     figures.save(fig, fig_dir, "test_acc_gap")
 
 
