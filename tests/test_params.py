@@ -175,6 +175,22 @@ def test_check_names_every_bad_key_of_every_section(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: d.update(profile="nonsense"), "profile: must be one of full, quick, smoke (got 'nonsense')"),
+    (lambda d: d.update(bogus={"x": 1}), "bogus: unknown section"),
+    (lambda d: d["flatness"].update(device="cuda:7"), "flatness.device: 'cuda:7' is not present on this machine"),
+    (lambda d: d["smoke"]["flatness"].update(epocs=1), "(under profile smoke)"),
+])
+def test_check_refuses_the_whole_file_and_every_profile(tmp_path, change, needle):
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    change(doc)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    proc = _genstudy(["check"], tmp_path)
+    assert proc.returncode == 1 and needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "reports" / "check").exists()  # nothing written for the stages to run on
+
+
 def test_help_lists_every_stage_with_one_line():
     proc = _genstudy(["--help"], REPO)
     assert proc.returncode == 0

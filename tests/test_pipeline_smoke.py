@@ -230,3 +230,20 @@ def test_a_remote_round_trip_restores_everything_without_a_rerun(smoke_repo, tmp
     assert _hashes(clone) == _hashes(smoke_repo)
     status = _run(["dvc", "status"], clone, {**env, "PYTHONPATH": str(clone / "src")}).stdout
     assert "up to date" in status, status
+
+
+def test_after_an_experiment_in_the_workspace_two_commands_restore_the_committed_results(smoke_repo):
+    """`dvc exp run -S ...` in the workspace overwrites the committed results there; the README's
+    way back (`git checkout -- .` then `dvc checkout`) restores them byte for byte, and the
+    experiment stays available (`dvc exp show`, `dvc exp apply`)."""
+    env = _env(smoke_repo)
+    if _run(["git", "status", "--porcelain"], smoke_repo, env).stdout.strip():
+        _run(["git", "add", "-A"], smoke_repo, env)
+        _run(["git", "commit", "-qm", "smoke results"], smoke_repo, env)
+    committed = _hashes(smoke_repo)
+    _run(["dvc", "exp", "run", "-n", "lr2", "-S", "flatness.lr=0.002"], smoke_repo, env)
+    assert _hashes(smoke_repo) != committed
+    _run(["git", "checkout", "--", "."], smoke_repo, env)
+    _run(["dvc", "checkout"], smoke_repo, env)
+    assert _hashes(smoke_repo) == committed
+    assert "lr2" in _run(["dvc", "exp", "show", "--no-pager"], smoke_repo, env).stdout

@@ -110,6 +110,8 @@ def effective(name: str, committed: dict | None) -> dict:
         return {"profile": params.profile(PARAMS), "params": {}, "user_values_kept": []}
     profile, section, kept = params.resolve(name, PARAMS, committed)
     p = params.validate(name, schema, section)
+    if hasattr(p, "device"):  # a device this machine does not have is refused here, naming the key
+        params.resolve_device(p.device, key=f"{name}.device")
     return {"profile": profile, "params": p.model_dump(mode="json"), "user_values_kept": kept}
 
 
@@ -134,7 +136,12 @@ def check() -> int:
     with to reports/check/<stage>.json (each stage depends on its own file, so a change to one
     section reruns only that stage). Returns the number of problems."""
     committed, bad, found = committed_doc(), 0, {}
-    current = params.profile(PARAMS) if PARAMS.is_file() else "full"
+    try:  # the top level as the file stands: its sections and its own profile
+        params.resolve(STAGES[0], PARAMS, committed)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    current = params.profile(PARAMS)
     for name in STAGES:
         for profile in params.PROFILES:
             try:
@@ -147,8 +154,6 @@ def check() -> int:
                 bad += 1
                 where = "" if profile == current else f" (under profile {profile})"
                 print(f"error{where}: {e}", file=sys.stderr)
-                if "profile:" in str(e) or "unknown section" in str(e):
-                    return bad  # the whole file is unusable: one message is enough
     if bad:
         return bad
     for name, eff in found.items():

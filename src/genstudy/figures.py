@@ -41,9 +41,11 @@ def lr_batch_heatmap(ax, df: pd.DataFrame, value: str, title: str, fmt: str = ".
     """
     g = df.groupby(["lr", "batch"])
     mean = g[value].mean().unstack("batch").sort_index(ascending=False)
+    # nothing to colour when every run diverged: a fixed colour range spares seaborn's warning
+    empty = {"vmin": 0.0, "vmax": 1.0} if mean.isna().all().all() else {}
     div = g["diverged"].mean().unstack("batch").reindex_like(mean)
     sns.heatmap(mean, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar_kws={"label": title},
-                annot_kws={"fontsize": 8})
+                annot_kws={"fontsize": 8}, **empty)
     for i, lr in enumerate(mean.index):
         for j, b in enumerate(mean.columns):
             if div.loc[lr, b] > 0:  # some or all seeds diverged

@@ -94,7 +94,7 @@ def row(sweep: str, key: Key, epochs: int, res: RunResult) -> dict:
         "final_test_acc": last.get("test_acc", nan), "final_test_loss": last.get("test_loss", nan),
         "best_train_acc": _best(hist, "train_acc", max), "best_train_loss": _best(hist, "train_loss", min),
         "best_test_acc": _best(hist, "test_acc", max), "best_test_loss": _best(hist, "test_loss", min),
-        "diverged": bool(diverged),
+        "diverged": bool(diverged), "diverged_reason": res.diverged_reason if diverged else "",
         # 1-based epoch whose loss was not finite; 0 when the run did not diverge (by then)
         "diverged_epoch": int(res.diverged_epoch) if diverged else 0,
         "wall_time": sum(res.epoch_times[:epochs]),  # its share of its stack's training time

@@ -15,7 +15,7 @@ import yaml
 
 from . import experiments, stats
 from .outputs import atomic_path, write_json
-from .report import Outputs, Section, label_of
+from .report import Outputs, Row, Section
 
 
 def complete(section: Section, out: Outputs) -> Section:
@@ -25,6 +25,10 @@ def complete(section: Section, out: Outputs) -> Section:
     its sizes test the code, not the claim, so the verdict says 'not a result: <profile>'."""
     if out.profile != "full":
         section.verdict = stats.not_a_result(out.profile) + " (the verdict is computed on the full protocol only)"
+    results = out.dir / "results.csv"
+    if results.is_file() and "diverged" in (df := out.table(diverged=True)):
+        section.rows.append(Row("runs that diverged (left out of every test, range and mean)",
+                                f"{int(df.diverged.fillna(False).astype(bool).sum())} of {len(df)}"))
     section.figures = out.figures()
     section.params = out.params
     section.wall_time_s = out.run().get("wall_time_s")

@@ -73,8 +73,13 @@ class Outputs:
         self.dir = reports / stage
         self.stage = stage
 
-    def table(self, name: str = "results.csv") -> pd.DataFrame:
-        return pd.read_csv(self.dir / name)
+    def table(self, name: str = "results.csv", diverged: bool = False) -> pd.DataFrame:
+        """A table the stage wrote; rows of runs that diverged are left out unless ``diverged``
+        (every verdict, range and mean skips them; the report says how many there were)."""
+        df = pd.read_csv(self.dir / name)
+        if not diverged and "diverged" in df:
+            df = df[~df["diverged"].fillna(False).astype(bool)]
+        return df
 
     def json(self, name: str) -> dict:
         """A JSON file the stage wrote (``metrics.json``, ``run.json``); {} when it has none."""

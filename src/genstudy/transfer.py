@@ -119,6 +119,9 @@ def fine_tune(model: nn.Module, reused: list[str], train: Tensors, *, frozen_epo
 
 
 def state_equal(a: nn.Module, b: nn.Module) -> bool:
-    """Whether two modules hold bit-for-bit the same parameters and buffers."""
+    """Whether two modules hold the same parameters and buffers (NaN equal to NaN, so a model
+    whose training diverged still compares equal to its own copy)."""
     sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and bool(((sa[k] == sb[k]) | (sa[k].isnan() & sb[k].isnan())).all())
+        if sa[k].is_floating_point() else torch.equal(sa[k], sb[k]) for k in sa)

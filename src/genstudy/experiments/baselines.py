@@ -53,7 +53,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
             test_loss, test_acc = evaluate(model, test)
             rows.append({"model": name, "seed": seed, "epochs": len(res.history),
                          "train_loss": res.final.get("train_loss"), "train_acc": res.final.get("train_acc"),
-                         "test_loss": test_loss, "test_acc": test_acc, "diverged": res.diverged,
+                         "test_loss": test_loss, "test_acc": test_acc, "diverged": res.diverged, "diverged_reason": res.diverged_reason,
                          # training alone (E2's cost ratio), and with the per-epoch test evaluation
                          "train_time": sum(res.epoch_times), "wall_time": res.wall_time})
             outputs.save_model(models_dir / f"{tag}.pt", model, model=name, seed=seed,

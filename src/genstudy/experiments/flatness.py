@@ -74,7 +74,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
             reached = p.target_train_loss is not None and bool(res.history) and \
                 res.history[-1]["train_loss"] <= p.target_train_loss
             rows.append({"batch_size": bs, "seed": seed, "epochs": len(res.history),
-                         "reached_target": reached, "diverged": res.diverged,
+                         "reached_target": reached, "diverged": res.diverged, "diverged_reason": res.diverged_reason,
                          "train_loss": train_loss, "train_acc": train_acc,
                          "test_loss": test_loss, "test_acc": test_acc,
                          "gap": train_acc - test_acc, "loss_gap": test_loss - train_loss,
@@ -87,7 +87,8 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     curves.write(out / "curves.csv")
     df, sens_df = pd.DataFrame(rows), pd.DataFrame(sens_rows)
     curves_df = pd.read_csv(out / "curves.csv")
-    curves_df[["batch_size", "seed"]] = curves_df.run.str.extract(r"bs(\d+)_s(\d+)").astype(int)
+    if len(curves_df):
+        curves_df[["batch_size", "seed"]] = curves_df.run.str.extract(r"bs(\d+)_s(\d+)").astype(int)
     outputs.write_results(out, df, ["batch_size", "seed"])
     outputs.write_table(out / "sensitivity.csv", sens_df)
     ends = df.groupby("batch_size")[["test_acc", "sharpness"]].mean().iloc[[0, -1]]
@@ -100,6 +101,8 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
 
 def draw(df: pd.DataFrame, sens: pd.DataFrame, curves: pd.DataFrame, out: Path) -> None:
     figures.setup()
+    if curves.empty:  # every run diverged in its first epoch: no curve to draw
+        return
     long = curves.melt(id_vars=["batch_size", "seed", "epoch"], value_vars=["train_acc", "test_acc"],
                        var_name="set", value_name="accuracy")
     long["set"] = long["set"].map({"train_acc": "train", "test_acc": "test"})
@@ -135,9 +138,8 @@ def draw(df: pd.DataFrame, sens: pd.DataFrame, curves: pd.DataFrame, out: Path) 
 # --- report -----------------------------------------------------------------------------------
 
 def section(out: Outputs, refs: dict) -> Section:
-    df = out.table()
+    ok = out.table()  # the runs that did not diverge
     p = out.params
-    ok = df[~df.diverged]
     rows = []
     for bs, g in ok.groupby("batch_size"):
         ref = {ok.batch_size.min(): "keskar_sharpness_small_batch",
@@ -163,8 +165,6 @@ def section(out: Outputs, refs: dict) -> Section:
         match = (f"Every model trained until its training loss was at most {target:g} (cap {p['epochs']} "
                  f"epochs): {int(ok.reached_target.sum())} of {len(ok)} reached it; final training loss "
                  f"{ok.train_loss.min():.3f} to {ok.train_loss.max():.3f}.")
-    if len(ok) < len(df):
-        match += f" {len(df) - len(ok)} diverged run(s) left out."
     return Section(
         "flatness", "E1 Flatness vs generalization and batch size (the notebook's MLP)",
         "Do large batches find sharp minima that generalize worse (Keskar et al. 2017)? The notebook's "

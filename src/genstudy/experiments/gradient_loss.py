@@ -128,7 +128,8 @@ ARMS = {"gradient_loss": "gradient loss", "cross_entropy": "cross-entropy baseli
 
 def section(out: Outputs, refs: dict) -> Section:
     df = out.table()
-    acc = df.pivot_table(index=["sigma", "seed"], columns="arm", values="test_acc")  # seeds pair
+    acc = df.pivot_table(index=["sigma", "seed"], columns="arm", values="test_acc").reindex(
+        columns=list(ARMS))  # seeds pair
     ref = lambda key: ref_value(refs, "gradient_loss", key)  # noqa: E731
     sigma_nb = ref("notebook_sigma")
     rows, parts = [], []

@@ -109,7 +109,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
             row = {"arm": arm, "batch_size": bs, "seed": seed, "dataset": p.dataset,
                    "train_size": len(train), "sharpness_size": len(sharp_set),
                    "epochs": len(res.history), "reached": train_acc >= p.target_train_acc,
-                   "diverged": res.diverged, "train_loss": train_loss, "train_acc": train_acc,
+                   "diverged": res.diverged, "diverged_reason": res.diverged_reason, "train_loss": train_loss, "train_acc": train_acc,
                    "test_loss": test_loss, "test_acc": test_acc, "gap": train_acc - test_acc,
                    "train_time_s": res.wall_time}
             t0 = time.perf_counter()

@@ -140,7 +140,8 @@ def margin_figures(df: pd.DataFrame, out: Path) -> None:
                         hue_order=sorted(d["lr"].unique(), key=float))
         ax.set_xlabel("mean DeepFool margin ||r||_2 on training examples")
         ax.set_ylabel("test accuracy")
-        ax.legend(title="lr / batch", fontsize=8, ncols=2)
+        if ax.get_legend_handles_labels()[0]:  # nothing to name when no model has a margin
+            ax.legend(title="lr / batch", fontsize=8, ncols=2)
         ax.set_title(f"margin vs test accuracy: {title}")
     if len(fitted) > 2:
         axes[0].text(0.02, 0.02, f"Pearson r = {fitted['margin_mean'].corr(fitted['test_acc']):.2f}",

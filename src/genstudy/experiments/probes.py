@@ -243,17 +243,20 @@ def section(out: Outputs, refs: dict) -> Section:
              stats.judge(stats.paired(err(untrained, "conv1_post"), err(untrained, "conv1_pre")), -1,
                          ref("min_error_effect")))]
     skip = int(out.params["deep_mlp"]["skip_layer"])
-    before = f8[(f8.depth >= 1) & (f8.depth < skip)].groupby(["steps", "seed"]).test_error.mean()
-    after = f8[f8.depth >= skip].groupby(["steps", "seed"]).test_error.mean()
+    by_steps = lambda part: {k: g.droplevel("steps") for k, g in  # noqa: E731  {steps: per-seed mean}
+                             part.groupby(["steps", "seed"]).test_error.mean().groupby(level="steps")}
+    before = by_steps(f8[(f8.depth >= 1) & (f8.depth < skip)])
+    after = by_steps(f8[f8.depth >= skip])
+    none = pd.Series(dtype=float)
     first, last = f8.steps.min(), f8.steps.max()
     for steps in sorted(f8.steps.unique()):
         rows.append(Row(f"figure 8, after {steps} minibatches: mean probe error, layers 1–{skip - 1} / {skip}+",
-                        f"{fmt_series(before[steps], 3)} / {fmt_series(after[steps], 3)}",
+                        f"{fmt_series(before.get(steps, none), 3)} / {fmt_series(after.get(steps, none), 3)}",
                         f"near chance ({ref_text(refs, 'probes', 'chance_test_error')}) / improving"))
     fig8 = [(f"layers {skip}+ improve with training (error at {last} − at {first} minibatches)",
-             stats.judge(stats.paired(after[last], after[first]), -1, ref("min_error_effect"))),
+             stats.judge(stats.paired(after.get(last, none), after.get(first, none)), -1, ref("min_error_effect"))),
             (f"layers 1–{skip - 1} stay near chance at {last} minibatches (error − chance)",
-             stats.judge_equal(stats.versus(before[last], ref("chance_test_error")), ref("chance_margin")))]
+             stats.judge_equal(stats.versus(before.get(last, none), ref("chance_test_error")), ref("chance_margin")))]
     by_figure = " ".join(f"Figure {k}: {stats.overall([(n, j.label) for n, j in part])}."
                          for k, part in (("5", fig5), ("8", fig8)))
     p = out.params

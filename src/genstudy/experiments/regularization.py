@@ -141,7 +141,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
                    "final_val_acc": res.final.get("val_acc", float("nan")),
                    "train_acc": train_acc, "gap": train_acc - res.final.get("val_acc", float("nan")),
                    "final_train_loss": res.final.get("train_loss", float("nan")),
-                   "diverged": res.diverged, "wall_time": res.wall_time}
+                   "diverged": res.diverged, "diverged_reason": res.diverged_reason, "wall_time": res.wall_time}
             rows.append(row)
             outputs.save_model(models_dir / f"{tag}.pt", model, variant=name, seed=seed,
                                params=v.model_dump(), sizes=p.sizes)
@@ -165,7 +165,8 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
         "none_test_acc": mean.test_acc.get("none"), "none_gap": mean.gap.get("none"),
         "best_test_acc": mean.test_acc.max()})
     figures.setup()
-    plot_curves(curves_df, out / "figures")
+    if "val_acc" in curves_df:  # some run finished an epoch
+        plot_curves(curves_df, out / "figures")
     plot_summary(df, out / "figures")
     if entropies:
         plot_entropy(pd.concat(entropies, ignore_index=True), p.mc_passes, out / "figures")

@@ -165,7 +165,8 @@ def section(out: Outputs, refs: dict) -> Section:
                         f"{ref('lr_sweep_best_final_train_acc')} (lr {nb['lr_sweep_best_final_train_acc']['lr']})"))
     lo, hi = (nb[k]["lr"] for k in ("lr_sweep_test_acc_lr0.1", "lr_sweep_test_acc_lr0.5"))
     for v, key in ((lo, "lr_sweep_test_acc_lr0.1"), (hi, "lr_sweep_test_acc_lr0.5")):
-        rows.append(Row(f"lr sweep: final test accuracy at lr {v:g}", fmt_series(at_lr(v), 3), ref(key)))
+        if len(at_lr(v)):  # the notebook's lr is in this run's sweep
+            rows.append(Row(f"lr sweep: final test accuracy at lr {v:g}", fmt_series(at_lr(v), 3), ref(key)))
     if len(at_lr(lo)) and len(at_lr(hi)):
         parts.append((f"lr {hi:g} worse than lr {lo:g} (test accuracy difference)",
                       stats.judge(stats.paired(at_lr(hi), at_lr(lo)), -1, ref_value(refs, "sweep", "min_effect"))))

@@ -20,6 +20,7 @@ taken after train_test_split's shuffle, so they were a random draw too);
 so that only initialisation and batch order vary.
 """
 
+import copy
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -32,7 +33,7 @@ from pydantic import Field, model_validator
 from genstudy import data, figures, models, outputs, params, stats
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
 from genstudy.training import evaluate, fit, make_optimizer
-from genstudy.transfer import fine_tune, transferred_model
+from genstudy.transfer import fine_tune, state_equal, transferred_model
 
 # --- params -----------------------------------------------------------------------------------
 
@@ -112,6 +113,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
                      "test_acc": test_acc, "test_loss": test_loss,
                      "final_val_acc": history[-1]["val_acc"] if history else float("nan"),
                      "diverged": any(r.diverged for r in results),
+                     "diverged_reason": "; ".join(r.diverged_reason for r in results if r.diverged),
                      "wall_time": sum(r.wall_time for r in results)})
         outputs.save_model(models_dir / f"{arm}_s{seed}.pt", model, arm=arm, seed=seed)
         print(f"transfer: {arm}_s{seed} task {task} test_acc={test_acc:.4f} "
@@ -135,7 +137,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
                     eval_sets=b_sets, desc=f"scratch_s{seed}")
         record("scratch", seed, "B", scratch, [res_b], b_sub, b_test, "bce")
 
-        before = {k: v.clone() for k, v in model_a.state_dict().items()}
+        before = copy.deepcopy(model_a)
         model_tr, reused = models.seeded(seed, transferred_model, model_a, tr.reuse_upto, tr.head,
                                          init=p.init)
         model_tr = model_tr.to(device)
@@ -143,8 +145,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
                            unfrozen_epochs=tr.unfrozen_epochs, batch_size=tr.batch_size,
                            optimizer=tr.optimizer, lr=tr.lr, momentum=tr.momentum, seed=seed,
                            loss="bce", eval_sets=b_sets, desc=f"transferred_s{seed}")
-        after = model_a.state_dict()
-        if not all(torch.equal(before[k], after[k]) for k in before):
+        if not state_equal(model_a, before):  # the transferred model copies A's layers, never shares them
             raise RuntimeError("training the transferred model changed model A")
         record("transferred", seed, "B", model_tr, res_tr, b_sub, b_test, "bce")
 
@@ -200,7 +201,8 @@ def plot_curves(curves: pd.DataFrame, frozen_epochs: int, fig_dir: Path) -> None
 def section(out: Outputs, refs: dict) -> Section:
     df = out.table()
     b = df[df.task == "B"]
-    acc = b.pivot(index="seed", columns="arm", values="test_acc")  # per seed: the same B subset
+    acc = b.pivot(index="seed", columns="arm", values="test_acc").reindex(
+        columns=["scratch", "transferred"])  # per seed: the same B subset
     gain = stats.paired(acc["transferred"], acc["scratch"])
     nb = lambda key: ref_value(refs, "transfer", key)  # noqa: E731
     train_acc = (lambda arm: fmt_series(b[b.arm == arm].train_acc)) if "train_acc" in b else (lambda arm: "n/a")
