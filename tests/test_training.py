@@ -185,11 +185,12 @@ def test_evaluate_restores_the_training_mode_and_counts_correctly():
     assert loss == pytest.approx(F.cross_entropy(logits, data.y).item(), rel=1e-5)
 
 
-def test_dvclive_callback_writes_one_curve_per_run_and_metric(tmp_path):
-    live = outputs.open_live(tmp_path / "live")
+def test_curves_table_holds_one_row_per_run_and_epoch_without_times(tmp_path):
+    curves = outputs.Curves()
     for run in ("a", "b"):
-        train_once(epochs=3, callbacks=[outputs.live_callback(live, run)])
-    live.end()
-    for run in ("a", "b"):
-        df = pd.read_csv(tmp_path / "live/plots/metrics" / run / "test_acc.tsv", sep="\t")
-        assert df["step"].tolist() == [1, 2, 3] and df["test_acc"].between(0, 1).all()
+        train_once(epochs=3, callbacks=[curves.callback(run)])
+    curves.write(tmp_path / "curves.csv")
+    df = pd.read_csv(tmp_path / "curves.csv")
+    assert list(df.columns[:2]) == ["run", "epoch"] and "time" not in df
+    assert df.groupby("run").epoch.apply(list).to_dict() == {"a": [1, 2, 3], "b": [1, 2, 3]}
+    assert df["test_acc"].between(0, 1).all()
