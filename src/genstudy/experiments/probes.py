@@ -173,7 +173,7 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     trained = fig5[fig5.snapshot == "trained"].groupby("point", sort=False).test_error.mean()
     last = fig8[fig8.steps == fig8.steps.max()]
     outputs.write_json(out / "metrics.json", {  # headline numbers only: what dvc metrics diff shows
-        "convnet_test_acc": runs[(runs.figure == "fig5") & (runs.snapshot == "trained")].model_test_acc.mean(),
+        "fig5_convnet_test_acc": runs[(runs.figure == "fig5") & (runs.snapshot == "trained")].model_test_acc.mean(),
         "input_probe_error": trained.iloc[0], "logits_probe_error": trained.iloc[-1],
         "fig8_last_layer_error": last[last.depth == last.depth.max()].test_error.mean()})
     plot5(fig5, out / "figures")
