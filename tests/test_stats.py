@@ -1,4 +1,4 @@
-"""genstudy.stats against answers worked out by hand, and each verdict label on data built to give it."""
+"""genstudy.stats against answers worked out by hand, and genstudy.verdicts' labels on data built to give each."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from genstudy import stats
-from genstudy.stats import (CONTRADICTED, INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, fmt_p,
-                            judge, judge_trend, not_a_result, overall, paired, spearman, summarize,
-                            welch)
+from genstudy import stats, verdicts
+from genstudy.stats import fmt_p, paired, spearman, summarize, welch
+from genstudy.verdicts import (CONTRADICTED, INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, judge,
+                               judge_equal, judge_trend, not_a_result, overall)
 
 
 @pytest.fixture(autouse=True)
@@ -172,7 +172,7 @@ def test_judgement_line():
     a, b = arms(0.0, 0.001, 20)
     j = judge(paired(a, b), +1, 0.01)
     assert j.line("gradient vs baseline").startswith("gradient vs baseline: ")
-    assert j.line("g", digits=3).endswith("seeds, " + fmt_p(j.comparison.p) + "): not reproduced "
+    assert j.line("g", digits=3).endswith("seeds, " + fmt_p(j.result.p) + "): not reproduced "
                                           "(the 95 % CI contains 0 and excludes +0.01)")
 
 
@@ -200,7 +200,7 @@ def test_overall_and_not_a_result():
     with pytest.raises(ValueError):
         overall([("a", not_a_result("smoke"))])
     assert not_a_result("quick") == "not a result: quick"
-    assert set(stats.LABELS) == {R, PARTLY, N, C, I}
+    assert set(verdicts.LABELS) == {R, PARTLY, N, C, I}
 
 
 def test_versus_a_reference_value_and_the_equivalence_labels():
@@ -210,12 +210,12 @@ def test_versus_a_reference_value_and_the_equivalence_labels():
     lo, hi = close.ci()
     t = sps.t.ppf(0.975, 3) * np.std([0.905, 0.907, 0.909, 0.906], ddof=1) / 2
     assert (lo, hi) == pytest.approx((-0.00025 - t, -0.00025 + t))
-    assert stats.judge_equal(close, 0.01).label == stats.REPRODUCED
+    assert judge_equal(close, 0.01).label == REPRODUCED
     far = stats.versus([0.87, 0.871, 0.869], 0.907)
-    assert stats.judge_equal(far, 0.01).label == stats.NOT_REPRODUCED
+    assert judge_equal(far, 0.01).label == NOT_REPRODUCED
     wide = stats.versus([0.85, 0.95, 0.90], 0.907)
-    j = stats.judge_equal(wide, 0.01)
-    assert j.label == stats.INCONCLUSIVE and j.n_needed > 3
-    assert stats.judge_equal(stats.versus([0.9], 0.907), 0.01).label == stats.INCONCLUSIVE
+    j = judge_equal(wide, 0.01)
+    assert j.label == INCONCLUSIVE and j.n_needed > 3
+    assert judge_equal(stats.versus([0.9], 0.907), 0.01).label == INCONCLUSIVE
     with pytest.raises(ValueError, match="margin must be > 0"):
-        stats.judge_equal(close, 0)
+        judge_equal(close, 0)

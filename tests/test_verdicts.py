@@ -17,7 +17,7 @@ import yaml
 
 from genstudy import experiments, render
 from genstudy.report import Outputs, label_of
-from genstudy.stats import CONTRADICTED, INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED
+from genstudy.verdicts import CONTRADICTED, INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED
 
 REPO = Path(__file__).resolve().parents[1]
 REFS = yaml.safe_load((REPO / "references.yaml").read_text())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from . import experiments, stats
+from . import experiments, verdicts
 from .outputs import atomic_path, write_json
 from .report import Outputs, Row, Section
 
@@ -24,7 +24,7 @@ def complete(section: Section, out: Outputs) -> Section:
     A stage run under a profile other than the full protocol (smoke, quick) gives no verdict:
     its sizes test the code, not the claim, so the verdict says 'not a result: <profile>'."""
     if out.profile != "full":
-        section.verdict = stats.not_a_result(out.profile) + " (the verdict is computed on the full protocol only)"
+        section.verdict = verdicts.not_a_result(out.profile) + " (the verdict is computed on the full protocol only)"
     results = out.dir / "results.csv"
     if results.is_file() and "diverged" in (df := out.table(diverged=True)):
         section.rows.append(Row("runs that diverged (left out of every test, range and mean)",
@@ -80,9 +80,9 @@ nav a{margin-right:1em}
 """
 
 
-VERDICT_CLASS = {stats.REPRODUCED: "verdict", stats.PARTLY: "verdict partly",
-                 stats.INCONCLUSIVE: "verdict partly", stats.NOT_REPRODUCED: "verdict no",
-                 stats.CONTRADICTED: "verdict no"}
+VERDICT_CLASS = {verdicts.REPRODUCED: "verdict", verdicts.PARTLY: "verdict partly",
+                 verdicts.INCONCLUSIVE: "verdict partly", verdicts.NOT_REPRODUCED: "verdict no",
+                 verdicts.CONTRADICTED: "verdict no"}
 
 
 def _verdict_html(verdict: str) -> str:

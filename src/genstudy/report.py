@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import stats
+from . import stats, verdicts
 
 
 @dataclass
@@ -49,12 +49,12 @@ def fmt_series(values, digits: int = 4) -> str:
     return f"{f(s.mean)} ± {f(s.sd)} [{f(s.lo)}, {f(s.hi)}] (n={s.n})"
 
 
-def verdict(parts: list[tuple[str, stats.Judgement]], note: str = "") -> str:
-    """The verdict: its label (stats.overall of the parts) on the first line, then one line per
+def verdict(parts: list[tuple[str, verdicts.Judgement]], note: str = "") -> str:
+    """The verdict: its label (verdicts.overall of the parts) on the first line, then one line per
     part ('- claim: numbers, test, n, interval: label (why)'), then ``note``."""
     if not parts:
-        return f"{stats.INCONCLUSIVE}: {note or 'nothing in this run to test the claim on.'}"
-    label = stats.overall([(name, j.label) for name, j in parts])
+        return f"{verdicts.INCONCLUSIVE}: {note or 'nothing in this run to test the claim on.'}"
+    label = verdicts.overall([(name, j.label) for name, j in parts])
     lines = [f"{label}:"] + [f"- {j.line(name)}" for name, j in parts] + ([note] if note else [])
     return "\n".join(lines)
 

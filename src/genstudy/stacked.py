@@ -1,38 +1,18 @@
-"""Training a stack of same-shaped MLPs at once.
+"""Training a stack of same-shaped MLPs at once (E5's sweep and E6's margins).
 
-A sweep trains dozens of small MLPs that differ only in learning rate and
-seed; at small batch sizes a step of one model is mostly per-step overhead.
-:func:`fit_stack` trains K models of the same shape in one step: their
-weights are stacked into ``(K, out, in)`` tensors (``nn.Linear``'s own
-layout), a batch is ``(K, B, in)`` (each model its own batch order), the
-layers are batched matmuls (``torch.baddbmm``), the backward pass is written
-out (no autograd), and SGD with momentum runs on the stacked tensors with a
-learning rate per model. (Stacked weights + ``baddbmm`` benchmarked faster on
-this project's CPU than ``torch.func.stack_module_state`` + ``vmap`` of
-``functional_call``.) On a CPU the models train in stacks small enough to stay
-in the cache (:func:`default_max_stack`).
+A sweep trains dozens of small MLPs that differ only in learning rate and seed; at small
+batches a step of one model is mostly overhead. :func:`fit_stack` trains K of them in one step:
+weights stacked as ``(K, out, in)`` (``nn.Linear``'s layout), a batch ``(K, B, in)`` (each model
+its own batch order), batched matmuls (``torch.baddbmm``), the backward pass written out, SGD with
+momentum and a learning rate per model. (Measured faster here than ``torch.func`` + ``vmap``.)
 
-It keeps :func:`genstudy.training.fit`'s conventions, so a stacked model gives
-the same run as ``fit`` of that model alone with the same seed and optimizer
-(equal within float tolerance):
-
-- the batch order of a model is ``torch.randperm`` drawn each epoch from a
-  generator seeded with that model's seed (models sharing a seed share it);
-  the last batch may be short;
-- SGD with momentum as ``torch.optim.SGD`` (dampening 0, no Nesterov);
-- one :class:`~genstudy.training.RunResult` per model, whose history has the
-  same metric names (``train_loss``/``train_acc`` as running means over the
-  epoch, ``<set>_loss``/``<set>_acc`` for every evaluation set, ``epoch``,
-  ``time``);
-- a model whose epoch loss is NaN or inf or above ``diverge_factor`` times its
-  first epoch's (:func:`~genstudy.training.divergence`) is marked diverged with
-  that epoch and reason and dropped from the stack; the others go on undisturbed
-  (every operation of a step is per model, so a diverged model cannot leak into
-  another).
-
-Evaluation on the ``eval_sets`` may run at chosen epochs (``eval_epochs``;
-always after the last) instead of every epoch, since for small training sets
-evaluating on a large test set costs more than the training itself.
+A stacked model gives the run :func:`genstudy.training.fit` gives it alone (equal within float
+tolerance): the same per-seed ``torch.randperm`` batch order (last batch may be short), SGD as
+``torch.optim.SGD`` (dampening 0, no Nesterov), one :class:`~genstudy.training.RunResult` per model
+with the same history names, and divergence judged per model
+(:func:`~genstudy.training.divergence`): a diverged model leaves the stack and the others go on
+undisturbed, since every operation of a step is per model. Evaluation may run at chosen epochs
+only (``eval_epochs``), since on a small training set the test set costs more than training.
 """
 
 from __future__ import annotations
@@ -228,17 +208,12 @@ def fit_stack(models: Sequence[nn.Module], train: Tensors, *, epochs: int, batch
               diverge_factor: float | None = DIVERGE_FACTOR) -> list[RunResult]:
     """Train ``models`` (same-shaped MLPs) in place, together, with SGD (+ momentum) on cross-entropy.
 
-    Model ``k`` trains with learning rate ``lrs[k]`` and the batch order of
-    ``seeds[k]``; its :class:`RunResult` is what :func:`training.fit` would
-    return for it alone (``wall_time`` is its stack's time divided by the
-    stack's size: its share). The ``eval_sets`` are evaluated after the epochs
-    in ``eval_epochs`` (None: every epoch) and after the last. Callbacks get
-    ``(k, epoch, metrics)`` after each epoch of model k. ``diverge_factor`` as in
-    :func:`training.fit`, per model.
-
-    The models train in consecutive stacks of at most ``max_stack`` (None: all
-    in one; "auto": :func:`default_max_stack`). Results do not depend
-    on it: every operation of a step is per model.
+    Model ``k`` trains with ``lrs[k]`` and the batch order of ``seeds[k]``; its :class:`RunResult`
+    is what :func:`training.fit` would return for it alone (``wall_time``: its share of its stack's
+    time). ``eval_sets`` are evaluated after the epochs in ``eval_epochs`` (None: every epoch) and
+    after the last. Callbacks get ``(k, epoch, metrics)``. ``diverge_factor`` as in ``fit``, per
+    model. The models train in consecutive stacks of at most ``max_stack`` (None: all in one;
+    "auto": :func:`default_max_stack`); the results do not depend on it.
     """
     k_all = len(models)
     if not (len(lrs) == len(seeds) == k_all) or k_all == 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from genstudy import data, models, outputs, params, stats
+from genstudy import data, models, outputs, params, stats, verdicts
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
 from genstudy.training import evaluate, fit, make_optimizer
 
@@ -72,7 +72,7 @@ def section(out: Outputs, refs: dict) -> Section:
     df = out.table()
     conv, mlp = df[df.model == "convnet"], df[df.model == "mlp"]
     ref = ref_value(refs, "baselines", "convnet_test_acc")
-    j = stats.judge_equal(stats.versus(conv.test_acc, ref), ref_value(refs, "baselines", "accuracy_margin"))
+    j = verdicts.judge_equal(stats.versus(conv.test_acc, ref), ref_value(refs, "baselines", "accuracy_margin"))
     n_train = out.params["convnet"]["train_size"]
     note = "" if n_train is None else (f"The convnet trained on the first {n_train:,} training images; "
                                        "the notebook on all of them.")

@@ -16,7 +16,7 @@ import torch
 from matplotlib import pyplot as plt
 from pydantic import Field
 
-from genstudy import data, figures, measures, models, outputs, params, stats
+from genstudy import data, figures, measures, models, outputs, params, stats, verdicts
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, verdict
 from genstudy.training import evaluate, fit, make_optimizer
 
@@ -154,7 +154,7 @@ def section(out: Outputs, refs: dict) -> Section:
                      ref_text(refs, "flatness", ref) + " (Keskar's F1 on MNIST)" if ref else "")]
     # Keskar et al.'s claim, read on the notebook's small MLP: the larger the batch, the sharper
     # the minimum and the larger the gap; tested as rank trends over every (batch size, seed).
-    parts = [(f"{name} vs batch size", stats.judge_trend(stats.spearman(ok.batch_size, ok[col]), +1))
+    parts = [(f"{name} vs batch size", verdicts.judge_trend(stats.spearman(ok.batch_size, ok[col]), +1))
              for name, col in (("sharpness", "sharpness"), ("generalization gap", "gap"),
                                ("input sensitivity", "sensitivity_mean"))]
     target = p.get("target_train_loss")  # absent: a run from before matched-loss training

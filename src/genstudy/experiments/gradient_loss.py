@@ -17,7 +17,7 @@ import torch
 from matplotlib import pyplot as plt
 from pydantic import Field
 
-from genstudy import data, figures, measures, models, outputs, params, stats
+from genstudy import data, figures, measures, models, outputs, params, stats, verdicts
 from genstudy.objectives import gradient_loss
 from genstudy.params import ParamsError
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
@@ -144,10 +144,10 @@ def section(out: Outputs, refs: dict) -> Section:
                  Row(f"σ {sigma:g}: difference, gradient loss − baseline", diff.text("paired by seed"))]
         if sigma == 0:
             parts.append(("similar clean accuracy (gradient loss − baseline)",
-                          stats.judge_equal(diff, ref("clean_margin"))))
+                          verdicts.judge_equal(diff, ref("clean_margin"))))
         elif np.isclose(sigma, sigma_nb):
             parts.append((f"more accurate under noise σ {sigma:g} (gradient loss − baseline)",
-                          stats.judge(diff, +1, ref("min_effect"))))
+                          verdicts.judge(diff, +1, ref("min_effect"))))
     # training alone, per epoch: this stage's gradient arm over the baselines stage's (same seeds)
     grad = out.table("timing.csv").set_index("seed").train_time_per_epoch if (out.dir / "timing.csv").is_file() \
         else pd.Series(dtype=float)

@@ -19,7 +19,7 @@ import torch
 from matplotlib import pyplot as plt
 from pydantic import Field, field_validator
 
-from genstudy import data, figures, measures, models, outputs, params, stats
+from genstudy import data, figures, measures, models, outputs, params, stats, verdicts
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_value, verdict
 from genstudy.training import evaluate, fit, make_optimizer, recalibrate_batchnorm
 
@@ -192,9 +192,9 @@ def section(out: Outputs, refs: dict) -> Section:
     # The paper's claims, each LB against SB over independent seeds (different batch orders, so
     # the seeds do not pair): LB's minima are sharper, and LB generalizes worse.
     parts = [(f"LB − SB sharpness at eps {k} (L-BFGS-B, %)",
-              stats.judge(stats.welch(lb[f"sharpness_lbfgsb_{k}"], sb[f"sharpness_lbfgsb_{k}"]), +1,
+              verdicts.judge(stats.welch(lb[f"sharpness_lbfgsb_{k}"], sb[f"sharpness_lbfgsb_{k}"]), +1,
                           ref_value(refs, "keskar", "min_sharpness_effect"))) for k in eps_keys]
-    parts.append(("LB − SB test accuracy", stats.judge(stats.welch(lb.test_acc, sb.test_acc), -1,
+    parts.append(("LB − SB test accuracy", verdicts.judge(stats.welch(lb.test_acc, sb.test_acc), -1,
                                                       ref_value(refs, "keskar", "min_accuracy_effect"))))
     notes = [f"Data set: {name}" + ("" if first.dataset == "mnist" else ", where Keskar et al. used MNIST") +
              f"; {int(first.train_size):,} training images, sharpness evaluated on the first "

@@ -19,7 +19,7 @@ import pandas as pd
 import seaborn as sns
 from pydantic import Field, model_validator
 
-from genstudy import data, deepfool, figures, lr_batch, models, outputs, params, stats
+from genstudy import data, deepfool, figures, lr_batch, models, outputs, params, stats, verdicts
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
 from genstudy.training import evaluate
 
@@ -196,7 +196,7 @@ def section(out: Outputs, refs: dict) -> Section:
              Row(f"test accuracy at lr {top:g}", fmt_series(acc_at(top), 3),
                  f"{ref('test_acc_lr0.05_low')} (lr {nb_lr:g})")]
     parts = [("margin vs test accuracy over the fitted models",
-              stats.judge_trend(stats.spearman(fitted.margin_mean, fitted.test_acc), +1))]
+              verdicts.judge_trend(stats.spearman(fitted.margin_mean, fitted.test_acc), +1))]
     if rival is not None:
         # per seed, the mean over the batch sizes at which both lrs fitted: the seeds pair (same
         # init and data order), the batch sizes of one seed are not independent replications
@@ -207,7 +207,7 @@ def section(out: Outputs, refs: dict) -> Section:
                         f"over the {both.get_level_values('batch').nunique()} batch sizes both fitted at)",
                         diff.text("paired by seed")))
         parts.append((f"the largest-margin lr {top:g} is the most accurate (− lr {rival:g})",
-                      stats.judge(diff, +1, ref_value(refs, "margins", "min_effect"))))
+                      verdicts.judge(diff, +1, ref_value(refs, "margins", "min_effect"))))
     return Section("margins", "E6 DeepFool margins", QUESTION, rows, verdict(parts, note))
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 from pydantic import Field, field_validator
 
-from genstudy import data, figures, models, outputs, params, stats
+from genstudy import data, figures, models, outputs, params, stats, verdicts
 from genstudy.objectives import penalized
 from genstudy.probes import ProbeConfig, steps_per_epoch, train_probes
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
@@ -238,9 +238,9 @@ def section(out: Outputs, refs: dict) -> Section:
                  stats.paired(err(trained, "conv1_pre"), err(trained, "input")).text("paired by seed"),
                  "≤ 0 for an optimal probe (an injective linear map of the input)")]
     fig5 = [("trained: probe error vs depth",
-             stats.judge_trend(stats.spearman(trained.depth, trained.test_error), -1)),
+             verdicts.judge_trend(stats.spearman(trained.depth, trained.test_error), -1)),
             ("untrained: the first ReLU lowers the error (conv1 post − pre)",
-             stats.judge(stats.paired(err(untrained, "conv1_post"), err(untrained, "conv1_pre")), -1,
+             verdicts.judge(stats.paired(err(untrained, "conv1_post"), err(untrained, "conv1_pre")), -1,
                          ref("min_error_effect")))]
     skip = int(out.params["deep_mlp"]["skip_layer"])
     by_steps = lambda part: {k: g.droplevel("steps") for k, g in  # noqa: E731  {steps: per-seed mean}
@@ -254,10 +254,10 @@ def section(out: Outputs, refs: dict) -> Section:
                         f"{fmt_series(before.get(steps, none), 3)} / {fmt_series(after.get(steps, none), 3)}",
                         f"near chance ({ref_text(refs, 'probes', 'chance_test_error')}) / improving"))
     fig8 = [(f"layers {skip}+ improve with training (error at {last} − at {first} minibatches)",
-             stats.judge(stats.paired(after.get(last, none), after.get(first, none)), -1, ref("min_error_effect"))),
+             verdicts.judge(stats.paired(after.get(last, none), after.get(first, none)), -1, ref("min_error_effect"))),
             (f"layers 1–{skip - 1} stay near chance at {last} minibatches (error − chance)",
-             stats.judge_equal(stats.versus(before.get(last, none), ref("chance_test_error")), ref("chance_margin")))]
-    by_figure = " ".join(f"Figure {k}: {stats.overall([(n, j.label) for n, j in part])}."
+             verdicts.judge_equal(stats.versus(before.get(last, none), ref("chance_test_error")), ref("chance_margin")))]
+    by_figure = " ".join(f"Figure {k}: {verdicts.overall([(n, j.label) for n, j in part])}."
                          for k, part in (("5", fig5), ("8", fig8)))
     p = out.params
     return Section(

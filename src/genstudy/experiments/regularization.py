@@ -23,7 +23,7 @@ import seaborn as sns
 import torch
 from pydantic import Field, model_validator
 
-from genstudy import data, figures, models, outputs, params, stats, uncertainty
+from genstudy import data, figures, models, outputs, params, stats, uncertainty, verdicts
 from genstudy.objectives import max_norm, penalized
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
 from genstudy.training import evaluate, fit, make_optimizer
@@ -227,7 +227,7 @@ def section(out: Outputs, refs: dict) -> Section:
                         f"{fmt_series(g.test_acc, 3)} / {fmt_series(g.best_val_acc, 3)} / {gap}", ref))
         if v != "none" and g.gap.notna().any():  # an MC variant has no gap of its own
             parts.append((f"{v} narrows the gap of none",
-                          stats.judge(stats.paired(by_seed(v, "gap"), by_seed("none", "gap")), -1,
+                          verdicts.judge(stats.paired(by_seed(v, "gap"), by_seed("none", "gap")), -1,
                                       ref_value(refs, "regularization", "min_gap_effect"))))
         if v != "none":
             diff = stats.paired(by_seed(v, "test_acc"), by_seed("none", "test_acc"))

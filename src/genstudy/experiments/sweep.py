@@ -17,7 +17,7 @@ import pandas as pd
 import seaborn as sns
 from pydantic import Field
 
-from genstudy import data, figures, lr_batch, models, outputs, params, stats
+from genstudy import data, figures, lr_batch, models, outputs, params, stats, verdicts
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
 
 # --- params -----------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def section(out: Outputs, refs: dict) -> Section:
             rows.append(Row(f"lr sweep: final test accuracy at lr {v:g}", fmt_series(at_lr(v), 3), ref(key)))
     if len(at_lr(lo)) and len(at_lr(hi)):
         parts.append((f"lr {hi:g} worse than lr {lo:g} (test accuracy difference)",
-                      stats.judge(stats.paired(at_lr(hi), at_lr(lo)), -1, ref_value(refs, "sweep", "min_effect"))))
+                      verdicts.judge(stats.paired(at_lr(hi), at_lr(lo)), -1, ref_value(refs, "sweep", "min_effect"))))
     small = bt[bt.batch <= nb["batch_sweep_acc_batch2to8"]["batch_max"]]
     if len(small):
         rows.append(Row(f"batch sweep (lr {p['batch_sweep']['lr']:g}): test accuracy at batch "
@@ -177,7 +177,7 @@ def section(out: Outputs, refs: dict) -> Section:
                         ref("batch_sweep_acc_batch2to8")))
         chance = nb["batch_sweep_acc_batch2to8"]["value"]
         parts.append((f"batch {small.batch.min()}-{small.batch.max()} do not train (test accuracy − {chance:g})",
-                      stats.judge_equal(stats.versus(small.final_test_acc, chance),
+                      verdicts.judge_equal(stats.versus(small.final_test_acc, chance),
                                         ref_value(refs, "sweep", "no_training_margin"))))
     if len(grid):
         cells = grid.groupby(["lr", "batch"]).final_test_acc
@@ -189,7 +189,7 @@ def section(out: Outputs, refs: dict) -> Section:
                      f"(lr {g['lr']:g}, batch {g['batch']})"),
                  Row("grid: runs diverged", f"{int(grid.diverged.sum())} of {len(grid)}")]
         parts.append((f"the grid's best cell (the best of {cells.ngroups}, so biased upward) − {g['value']:g}",
-                      stats.judge_equal(stats.versus(best, g["value"]), ref_value(refs, "sweep", "grid_best_margin"))))
+                      verdicts.judge_equal(stats.versus(best, g["value"]), ref_value(refs, "sweep", "grid_best_margin"))))
     return Section(
         "sweep", "E5 Learning rate x batch size",
         f"How do the learning rate and the batch size of SGD shape what an MLP "

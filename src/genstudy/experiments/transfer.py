@@ -30,7 +30,7 @@ import seaborn as sns
 import torch
 from pydantic import Field, model_validator
 
-from genstudy import data, figures, models, outputs, params, stats
+from genstudy import data, figures, models, outputs, params, stats, verdicts
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
 from genstudy.training import evaluate, fit, make_optimizer
 from genstudy.transfer import fine_tune, state_equal, transferred_model
@@ -230,4 +230,4 @@ def section(out: Outputs, refs: dict) -> Section:
         f"The notebook's single run said yes ({ref_text(refs, 'transfer', 'scratch_test_acc')} -> "
         f"{ref_text(refs, 'transfer', 'transferred_test_acc')}); we run {len(acc)} seeds to see the spread.",
         rows, verdict([("transfer helps (transferred − scratch)",
-                        stats.judge(gain, +1, nb("min_gain")))], note))
+                        verdicts.judge(gain, +1, nb("min_gain")))], note))
