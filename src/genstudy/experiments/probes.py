@@ -225,7 +225,9 @@ def section(out: Outputs, refs: dict) -> Section:
     f5, f8 = out.table("fig5.csv"), out.table("fig8.csv")
     ref = lambda key: ref_value(refs, "probes", key)  # noqa: E731
     err = lambda df, point: df[df.point == point].set_index("seed").test_error  # noqa: E731
-    rows = []
+    models_ = out.table()
+    trained_acc = models_[(models_.figure == "fig5") & (models_.snapshot == "trained")].model_test_acc
+    rows = [Row("figure 5: the convnet's test accuracy after training", fmt_series(trained_acc))]
     for snap, g in f5.groupby("snapshot", sort=False):
         m = g.groupby("point", sort=False).test_error.mean()
         rows.append(Row(f"figure 5, {snap}: probe test error {m.index[0]} → {m.index[-1]}",
