@@ -55,6 +55,34 @@ def test_separable_layer_near_zero_error_and_uninformative_layer_near_chance():
     assert [r for r in rows] == ["input", "informative", "noise"]  # forward order
 
 
+def test_lr_scaled_by_features_lets_a_wide_injective_map_match_the_input_probe():
+    """A probe on a 32x wider linear injective map of the input can express every input probe.
+
+    With one Adam lr its logits move 32x faster and it stops worse (like the convnet's conv1
+    pre-activation probe); with ``lr_features`` it matches the input probe.
+    """
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (5000,), generator=g)
+    x = torch.randn(5000, 20, generator=g)
+    x[:, :10] += 3 * nn.functional.one_hot(y, 10)
+    wide = nn.Linear(20, 640)
+    with torch.no_grad():
+        wide.weight.copy_(torch.randn(640, 20, generator=g))
+    model = nn.Sequential(OrderedDict([("wide", wide)]))
+    points = {"input": "", "wide": "wide"}
+    train, test = Tensors(x[:3000], y[:3000]), Tensors(x[3000:], y[3000:])
+
+    def errors(lr_features):
+        cfg = ProbeConfig(epochs=40, patience=5, batch_size=128, lr=0.05, lr_features=lr_features)
+        return {r["point"]: r for r in train_probes(model, points, train, test, cfg, seed=0, progress=False)}
+
+    one_lr, scaled = errors(None), errors(20)
+    assert one_lr["wide"]["test_error"] - one_lr["input"]["test_error"] > 0.015
+    assert abs(scaled["wide"]["test_error"] - scaled["input"]["test_error"]) < 0.01
+    assert scaled["input"]["test_error"] == one_lr["input"]["test_error"]  # <= 20 features: same lr
+    assert (scaled["input"]["lr"], scaled["wide"]["lr"]) == (0.05, 0.05 * 20 / 640)
+
+
 def test_early_stopping_per_probe():
     rows = train_probes(_two_branch_model(), POINTS, _separable(1500, 0), _separable(500, 1), CFG,
                         seed=0, progress=False)

@@ -8,7 +8,10 @@ submodules can be probed.
 
 All probes of one model train together: each batch goes once through the
 frozen model and feeds every probe (one Adam over all probes: its state is per
-parameter, so each probe has its own). A validation split stops each probe on
+parameter, so each probe has its own; with ``lr_features`` a probe on more
+features than that gets a proportionally smaller learning rate, since an Adam
+step moves every weight by about the learning rate and so the logits by about
+the number of features times it). A validation split stops each probe on
 its own (``patience`` epochs without a better validation loss); a stopped probe
 drops out of the loss, keeps its best weights, and once every probe of the
 deep points has stopped the forward pass ends earlier.
@@ -123,9 +126,17 @@ class ProbeConfig:
     patience: int = 3            # epochs without a better validation loss before a probe stops
     batch_size: int = 512
     lr: float = 1e-3             # Adam
+    lr_features: int | None = None  # a probe on n > lr_features features: lr * lr_features / n
     val_fraction: float = 1 / 6  # of the probe training set, as the notebook's validation_split
     cache_bytes: int = 0         # activations held in memory for the training set
     truncate: bool = True        # stop the frozen forward pass at the deepest point still needed
+
+
+def probe_lr(cfg: ProbeConfig, features: int) -> float:
+    """Adam's learning rate for a probe on ``features`` features."""
+    if cfg.lr_features is None or features <= cfg.lr_features:
+        return cfg.lr
+    return cfg.lr * cfg.lr_features / features
 
 
 @torch.no_grad()
@@ -152,7 +163,7 @@ def train_probes(model: nn.Module, points: dict[str, str], train: Tensors, test:
 
     ``train`` is split into probe-training and validation parts
     (``cfg.val_fraction``). Returns one row per point, in forward order:
-    ``point, features, train_error, val_error, test_error, test_loss, epochs
+    ``point, features, train_error, val_error, test_error, test_loss, lr, epochs
     (trained), best_epoch, diverged, cached``.
     """
     start = time.perf_counter()
@@ -167,7 +178,8 @@ def train_probes(model: nn.Module, points: dict[str, str], train: Tensors, test:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         probes = nn.ModuleDict({p: nn.Linear(acts.features[p], 10) for p in order}).to(device)
-    opt = torch.optim.Adam(probes.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam([{"params": probes[p].parameters(), "lr": probe_lr(cfg, acts.features[p])}
+                            for p in order])
     gen = torch.Generator(device=device).manual_seed(seed)
     best = {p: (math.inf, 0) for p in order}  # (val loss, epoch)
     best_state = {p: {k: v.clone() for k, v in probes[p].state_dict().items()} for p in order}
@@ -215,6 +227,7 @@ def train_probes(model: nn.Module, points: dict[str, str], train: Tensors, test:
     return [{"point": p, "depth": k, "features": acts.features[p],
              "train_error": train_err[p][1], "val_error": val_err[p][1],
              "test_error": test_err[p][1], "test_loss": test_err[p][0],
+             "lr": probe_lr(cfg, acts.features[p]),
              "epochs": epochs[p], "best_epoch": best[p][1], "diverged": diverged[p],
              "cached": p in acts.cached, "wall_time": wall}
             for k, p in enumerate(order)]

@@ -33,6 +33,7 @@ class ProbeParams(params.Schema):
     patience: params.PositiveInt           # per-probe early stopping on validation loss
     batch_size: params.PositiveInt
     lr: params.PositiveFloat               # Adam
+    lr_features: params.PositiveInt | None  # a probe on n > lr_features features: lr * lr_features / n
     cache_mb: Annotated[float, Field(ge=0)]  # activations held in memory (MiB), deepest points first
 
 
@@ -76,7 +77,8 @@ class Params(params.Experiment):
 
 def probe_config(p: ProbeParams) -> ProbeConfig:
     return ProbeConfig(epochs=p.epochs, patience=p.patience, batch_size=p.batch_size, lr=p.lr,
-                       val_fraction=p.val_fraction, cache_bytes=int(p.cache_mb * 2**20))
+                       lr_features=p.lr_features, val_fraction=p.val_fraction,
+                       cache_bytes=int(p.cache_mb * 2**20))
 
 
 def figure5(p: Params, train_all, probe_train, test, device, curves, models_dir: Path):
@@ -221,12 +223,22 @@ def _rises(trained: pd.DataFrame) -> list[str]:
             if m > s and m > 0]
 
 
+def _probe_training(q: dict) -> str:
+    """How the probes trained, naming the deviation from the notebook's one learning rate."""
+    scaled = (f", divided by n / {q['lr_features']} for a probe on n > {q['lr_features']} features "
+              "(the notebook used one rate: with it, Adam moves the logits of a probe in proportion "
+              "to its number of features, and the conv1 probes, on 32 times the image's features, "
+              "stopped far from their optimum)") if q["lr_features"] else ""
+    return (f"Each probe trains with Adam at learning rate {q['lr']}{scaled}, stopped early on its "
+            f"validation loss (patience {q['patience']}).")
+
+
 def section(out: Outputs, refs: dict) -> Section:
     f5, f8 = out.table("fig5.csv"), out.table("fig8.csv")
     ref = lambda key: ref_value(refs, "probes", key)  # noqa: E731
     err = lambda df, point: df[df.point == point].set_index("seed").test_error  # noqa: E731
-    models_ = out.table()
-    trained_acc = models_[(models_.figure == "fig5") & (models_.snapshot == "trained")].model_test_acc
+    runs = out.table()
+    trained_acc = runs[(runs.figure == "fig5") & (runs.snapshot == "trained")].model_test_acc
     rows = [Row("figure 5: the convnet's test accuracy after training", fmt_series(trained_acc))]
     for snap, g in f5.groupby("snapshot", sort=False):
         m = g.groupby("point", sort=False).test_error.mean()
@@ -238,12 +250,13 @@ def section(out: Outputs, refs: dict) -> Section:
                  f"{len(rises)} of {trained.point.nunique() - 1}" + (f" ({', '.join(rises)})" if rises else "")),
              Row("figure 5, trained: conv1 pre-activation − input probe error",
                  stats.paired(err(trained, "conv1_pre"), err(trained, "input")).text("paired by seed"),
-                 "≤ 0 for an optimal probe (an injective linear map of the input)")]
+                 "≤ 0 for an optimal probe (an injective linear map of the input: it can express "
+                 "every input probe)")]
     fig5 = [("trained: probe error vs depth",
              verdicts.judge_trend(stats.spearman(trained.depth, trained.test_error), -1)),
             ("untrained: the first ReLU lowers the error (conv1 post − pre)",
              verdicts.judge(stats.paired(err(untrained, "conv1_post"), err(untrained, "conv1_pre")), -1,
-                         ref("min_error_effect")))]
+                            ref("min_error_effect")))]
     skip = int(out.params["deep_mlp"]["skip_layer"])
     by_steps = lambda part: {k: g.droplevel("steps") for k, g in  # noqa: E731  {steps: per-seed mean}
                              part.groupby(["steps", "seed"]).test_error.mean().groupby(level="steps")}
@@ -267,6 +280,6 @@ def section(out: Outputs, refs: dict) -> Section:
         "How linearly separable are the classes at each depth of a network (Alain & Bengio 2016)? "
         f"A linear probe on the frozen activations of each layer of a convnet, before and after training "
         f"on {p['dataset']} (the paper and the notebook used MNIST); and a 'pathologically deep' "
-        f"{p['deep_mlp']['depth']}-layer MLP whose input also skips to layer {skip}.",
+        f"{p['deep_mlp']['depth']}-layer MLP whose input also skips to layer {skip}. " + _probe_training(p["probe"]),
         rows, verdict([(f"figure 5, {n}", j) for n, j in fig5] + [(f"figure 8, {n}", j) for n, j in fig8],
                       by_figure))
