@@ -280,6 +280,7 @@ def section(out: Outputs, refs: dict) -> Section:
         "How linearly separable are the classes at each depth of a network (Alain & Bengio 2016)? "
         f"A linear probe on the frozen activations of each layer of a convnet, before and after training "
         f"on {p['dataset']} (the paper and the notebook used MNIST); and a 'pathologically deep' "
-        f"{p['deep_mlp']['depth']}-layer MLP whose input also skips to layer {skip}. " + _probe_training(p["probe"]),
+        f"{p['deep_mlp']['depth']}-layer MLP whose input also skips to layer {skip}. "
+        + _probe_training(p["probe"]),
         rows, verdict([(f"figure 5, {n}", j) for n, j in fig5] + [(f"figure 8, {n}", j) for n, j in fig8],
                       by_figure))
