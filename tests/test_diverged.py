@@ -48,7 +48,7 @@ SETTINGS = {  # the smoke profile's sizes, every learning rate huge
                    large_fraction=0.5, small_batch=16, lbfgs_iterations=2, ascent_steps=2, threads=None),
     "probes": dict(seeds=[0, 1],
                    probe=dict(train_size=120, test_size=60, val_fraction=0.2, epochs=2, patience=1, batch_size=30,
-                              lr=0.01, cache_mb=8),
+                              lr=0.01, lr_features=20, cache_mb=8),
                    convnet=dict(epochs=1, batch_size=64, optimizer="sgd", lr=BIG, momentum=0.9, lr_decay=1.0,
                                 train_size=128),
                    deep_mlp=dict(seeds=[0, 1], depth=4, width=8, skip_layer=2, negative_slope=0.01,

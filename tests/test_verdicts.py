@@ -246,7 +246,8 @@ def probes_tables(trained_error, fig8_after, fig8_before, relu=-0.05, seeds=3):
 ])
 def test_probes(tmp_path, trained, after, before, relu, label):
     f5, f8, results = probes_tables(trained, after, before, relu)
-    s = build(tmp_path, "probes", {"deep_mlp": {"skip_layer": 3, "depth": 5}, "dataset": "fashion_mnist"},
+    s = build(tmp_path, "probes", {"deep_mlp": {"skip_layer": 3, "depth": 5}, "dataset": "fashion_mnist",
+                                   "probe": {"lr": 0.01, "lr_features": 784, "patience": 5}},
               fig5=f5, fig8=f8, results=results)
     check(s, label)
     assert s.rows[0].ours.startswith("0.8610 ± 0.0010")  # the trained convnets' accuracy, not the untrained
