@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import torchvision.datasets as tvd
 
+from .errors import StudyError
+
 RAW = Path("data/raw")  # where fetch puts the data sets (dvc.yaml: the fetch stage's output)
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -73,7 +75,7 @@ REGISTRY: dict[str, DatasetSpec] = {
 }
 
 
-class DataError(RuntimeError):
+class DataError(StudyError, RuntimeError):
     """A data set file is missing, corrupt, or could not be obtained."""
 
 

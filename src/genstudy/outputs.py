@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
-import torch
 
 # Where every stage writes: reports/<stage>/ (tables, metrics, figures, run.json; in git)
 # and models/<stage>/ (trained models; DVC-cached). dvc.yaml declares the same paths.
@@ -103,12 +102,21 @@ def write_results(out: Path, df: pd.DataFrame, keys: list[str], name: str = "res
         write_table(out / "timing.csv", df[keys + timed])
 
 
-def save_model(path: Path | str, module: torch.nn.Module, **meta) -> None:
+def converged(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` whose run did not diverge (all rows when it has no ``diverged`` column):
+    the runs every metric, range, mean and verdict uses, in the stages and the report alike."""
+    if "diverged" not in df:
+        return df
+    return df[~df["diverged"].fillna(False).astype(bool)]
+
+
+def save_model(path: Path | str, module: "torch.nn.Module", **meta) -> None:  # noqa: F821
     """``{"state_dict": ..., **meta}`` for ``torch.load``, the same bytes for the same model.
 
     Saved to a buffer first: torch.save to a file names the archive's records after
     the file, here a random temporary name; to a buffer it names them "archive".
     """
+    import torch
     buf = io.BytesIO()
     torch.save({"state_dict": module.state_dict(), **meta}, buf)
     with atomic_path(path) as tmp:

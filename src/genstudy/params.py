@@ -6,13 +6,16 @@ misspelled key to params.yaml; here that stops the stage with a message that
 names the key and what is allowed.
 
 Profiles: the top-level ``profile`` key is ``full`` (the notebooks' protocol,
-the sections as written), ``quick`` (CPU-sized subsets, ~45 min) or ``smoke``
-(every stage at tiny scale, minutes). Under a profile, its section
-``<profile>.<stage>`` is merged over ``<stage>`` before validation, so
-``dvc exp run -S profile=smoke`` runs the whole pipeline small without editing
-any section. A value the user changed (it differs from the committed
-params.yaml, e.g. ``-S flatness.epochs=5``) wins over the profile's override:
-the stage records which keys kept the user's value.
+the sections as written), ``quick`` (CPU-sized subsets) or ``smoke`` (every
+stage at tiny scale, minutes). Under a profile, its section ``<profile>.<stage>``
+is merged over ``<stage>`` before validation, and it always wins: what a stage
+runs with is a function of params.yaml alone (nothing reads git), so DVC, which
+tracks params.yaml, knows when a stage must rerun. Change a quick run with
+``-S quick.<stage>.<key>=...``; a ``-S <stage>.<key>`` that the profile sets is
+shadowed, and the stage says so (``profile_overrides`` in its run.json).
+
+Schemas hold no defaults: every value comes from params.yaml, so a deleted key
+is an error naming it, never a stale value typed in code.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .data import REGISTRY
+from .errors import StudyError
 
 PROFILES = ("full", "quick", "smoke")
 TOP_LEVEL = {"profile", "quick", "smoke"}
 
 
-class ParamsError(ValueError):
+class ParamsError(StudyError, ValueError):
     """params.yaml holds an unknown key, a wrong type or an impossible value."""
 
 
@@ -57,20 +61,18 @@ Optimizer = Literal["sgd", "adam", "nadam"]
 S = TypeVar("S", bound=Schema)
 
 
-def _merge(base: dict, over: dict, committed: dict | None = None, prefix: str = "") -> tuple[dict, list[str]]:
-    """``over`` merged into ``base``, except the keys whose value in ``base`` differs from
-    ``committed`` (the user changed them): those keep the user's value and are returned."""
-    out, kept = dict(base), []
+def _merge(base: dict, over: dict, prefix: str = "") -> tuple[dict, dict[str, dict]]:
+    """``over`` merged into ``base`` (``over`` wins), and ``{dotted key: {"section": value in
+    base, "profile": value in over}}`` for every key ``over`` set."""
+    out, set_ = dict(base), {}
     for k, v in over.items():
-        old = committed.get(k) if isinstance(committed, dict) else None
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k], sub = _merge(out[k], v, old if isinstance(old, dict) else None, f"{prefix}{k}.")
-            kept += sub
-        elif isinstance(committed, dict) and k in out and k in committed and out[k] != old:
-            kept.append(f"{prefix}{k}")
+            out[k], sub = _merge(out[k], v, f"{prefix}{k}.")
+            set_.update(sub)
         else:
+            set_[f"{prefix}{k}"] = {"section": out.get(k), "profile": v}
             out[k] = v
-    return out, kept
+    return out, set_
 
 
 def _stage_names(dvc_yaml: Path) -> set[str]:
@@ -129,13 +131,13 @@ def profile(path: Path | str = "params.yaml") -> str:
     return _read(Path(path)).get("profile", "full")
 
 
-def resolve(stage: str, path: Path | str = "params.yaml", committed: dict | None = None,
-            as_profile: str | None = None) -> tuple[str, dict, list[str]]:
-    """``(profile, stage's section with the profile applied, keys where the user's value won)``.
+def resolve(stage: str, path: Path | str = "params.yaml",
+            as_profile: str | None = None) -> tuple[str, dict, dict[str, dict]]:
+    """``(profile, stage's section with the profile applied, what the profile set)``: the last
+    maps each dotted key ``<stage>.<key>`` the profile set to ``{"section": ..., "profile": ...}``.
 
-    ``committed``: the committed params.yaml (a mapping); None applies the profile's overrides
-    to every key. ``as_profile``: resolve as if params.yaml selected that profile. Checks the
-    top level: unknown sections, the profile, profile sections' stages.
+    ``as_profile``: resolve as if params.yaml selected that profile. Checks the top level:
+    unknown sections, the profile, profile sections' stages.
     """
     path = Path(path)
     doc = _read(path)
@@ -160,11 +162,9 @@ def resolve(stage: str, path: Path | str = "params.yaml", committed: dict | None
     if not isinstance(section, dict):
         raise ParamsError(f"invalid params.yaml:\n  {stage}: section missing or not a mapping")
     if profile == "full":
-        return profile, section, []
-    base = (committed or {}).get(stage) if committed is not None else None
-    merged, kept = _merge(section, (doc.get(profile) or {}).get(stage) or {},
-                          base if isinstance(base, dict) else ({} if committed is not None else None))
-    return profile, merged, [f"{stage}.{k}" for k in kept]
+        return profile, section, {}
+    merged, set_ = _merge(section, (doc.get(profile) or {}).get(stage) or {})
+    return profile, merged, {f"{stage}.{k}": v for k, v in set_.items()}
 
 
 def validate(stage: str, schema: type[S], section: dict) -> S:
@@ -174,9 +174,9 @@ def validate(stage: str, schema: type[S], section: dict) -> S:
         raise ParamsError(_describe(e.errors(), stage, schema)) from None
 
 
-def load(stage: str, schema: type[S], path: Path | str = "params.yaml", committed: dict | None = None) -> S:
+def load(stage: str, schema: type[S], path: Path | str = "params.yaml") -> S:
     """Validate and return ``stage``'s section of ``path`` (profile applied, see :func:`resolve`)."""
-    return validate(stage, schema, resolve(stage, path, committed)[1])
+    return validate(stage, schema, resolve(stage, path)[1])
 
 
 def resolve_device(device: str, key: str = "device") -> "torch.device":  # noqa: F821
@@ -211,9 +211,9 @@ def _sizes_fit(model: BaseModel, limit: int | None, where: str, errors: list[str
 
 class Experiment(Schema):
     """Keys every experiment stage has."""
-    dataset: DatasetName = "fashion_mnist"
-    seeds: Seeds = [0, 1, 2]
-    device: Device = "auto"  # auto: the GPU when one is present, else the CPU
+    dataset: DatasetName
+    seeds: Seeds
+    device: Device  # auto: the GPU when one is present, else the CPU
 
     @model_validator(mode="after")
     def _sizes_within_the_data(self):
@@ -235,4 +235,14 @@ class Training(Schema):
     batch_size: PositiveInt
     optimizer: Optimizer
     lr: PositiveFloat
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # SGD's momentum; only SGD has one, so it is written only with optimizer sgd.
+    momentum: Annotated[float, Field(ge=0, lt=1)] | None = None
+
+    @model_validator(mode="after")
+    def _momentum_with_sgd(self):
+        if self.optimizer == "sgd" and self.momentum is None:
+            raise ValueError("momentum: required with optimizer sgd (0 for plain SGD)")
+        if self.optimizer != "sgd" and self.momentum is not None:
+            raise ValueError(f"momentum: only optimizer sgd has one (got {self.momentum} with "
+                             f"{self.optimizer}); delete the key")
+        return self

@@ -1,20 +1,21 @@
 """What an experiment's report section is made of, and how it reads a stage's outputs.
 
-Each experiment module builds its :class:`Section` (question, table rows of our
-numbers beside the notebook's, verdict) from its stage's outputs
-(:class:`Outputs`) and ``references.yaml``; :mod:`genstudy.render` renders the
-sections as the report. Nothing here recomputes a result.
+Each experiment's ``present.py`` builds its :class:`Section` (question, table rows of our
+numbers beside the notebook's, verdict) from its compute stage's outputs (:class:`Outputs`)
+and ``references.yaml``; :mod:`genstudy.render` renders the sections as the report. Nothing
+here recomputes a result.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from . import stats, verdicts
+from .outputs import converged
 
 
 @dataclass
@@ -36,6 +37,15 @@ class Section:
     params: dict = field(default_factory=dict)
     wall_time_s: float | None = None
     notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """As written to ``reports/<stage>/section.json`` by the presentation stage."""
+        return {**asdict(self), "figures": [f.as_posix() for f in self.figures]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Section":
+        return cls(**{**d, "rows": [Row(**r) for r in d["rows"]],
+                      "figures": [Path(f) for f in d["figures"]]})
 
 
 def fmt_series(values, digits: int = 4) -> str:
@@ -77,9 +87,7 @@ class Outputs:
         """A table the stage wrote; rows of runs that diverged are left out unless ``diverged``
         (every verdict, range and mean skips them; the report says how many there were)."""
         df = pd.read_csv(self.dir / name)
-        if not diverged and "diverged" in df:
-            df = df[~df["diverged"].fillna(False).astype(bool)]
-        return df
+        return df if diverged else converged(df)
 
     def json(self, name: str) -> dict:
         """A JSON file the stage wrote (``metrics.json``, ``run.json``); {} when it has none."""

@@ -1,0 +1,141 @@
+"""The compute stages: ``fetch`` and one per experiment, each validated, run and recorded; and
+``check``, which validates all of params.yaml before DVC runs (and deletes the outputs of) any.
+
+A stage's ``reports/<stage>/run.json`` records what it ran with (the effective params, what the
+profile set), how long it took, and where: the machine (CPU model, torch's CPU capability,
+threads), the library versions and the git commit of the code. Only params.yaml decides the
+params; the commit is provenance.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import data, experiments, params
+from .outputs import REPORTS, stage_dirs, write_json
+
+PARAMS = Path("params.yaml")
+STAGES = ("fetch", *experiments.NAMES)
+
+
+class FetchParams(params.Schema):
+    # Data sets the experiments may use (each experiment's `dataset` must be one of them).
+    datasets: list[params.DatasetName]
+    # Per data set, a directory holding the four IDX files (.gz or not), tried before the mirrors.
+    # null: the registry's default (Debian's dataset-fashion-mnist for fashion_mnist).
+    local_dirs: dict[params.DatasetName, str | None]
+
+
+def fetch(p: FetchParams, out: Path, models: Path) -> None:
+    """Put the verified IDX files of ``fetch.datasets`` under data/raw."""
+    for name in p.datasets:
+        where = data.fetch(name, data.RAW, p.local_dirs.get(name))
+        print(f"fetch: {name} verified in {where}")
+
+
+def stage(name: str) -> tuple[type[params.Schema], callable]:
+    """``(params schema, run function)`` of compute stage ``name``."""
+    if name == "fetch":
+        return FetchParams, fetch
+    mod = experiments.compute(name)
+    return mod.Params, mod.run
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None
+
+
+def machine() -> dict:
+    """Where a stage ran: the CPU and what torch runs on it, the device, the versions, the code."""
+    import torch
+    import torchvision
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) \
+        if Path("/proc/cpuinfo").is_file() else platform.processor()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    commit = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    return {"device": gpu or f"cpu ({torch.get_num_threads()} threads)",
+            "cpu": cpu, "cpu_count": os.cpu_count(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
+            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "platform": platform.platform(),
+            "commit": commit, "commit_dirty": dirty}
+
+
+def effective(name: str, as_profile: str | None = None) -> dict:
+    """What stage ``name`` runs with: the profile, the validated params, and what the profile set
+    (``{"<stage>.<key>": {"section": value in the section, "profile": value used}}``)."""
+    profile, section, overrides = params.resolve(name, PARAMS, as_profile=as_profile)
+    p = params.validate(name, stage(name)[0], section)
+    if hasattr(p, "device"):  # a device this machine does not have is refused here, naming the key
+        params.resolve_device(p.device, key=f"{name}.device")
+    return {"profile": profile, "params": p.model_dump(mode="json"), "profile_overrides": overrides}
+
+
+def shadowed(eff: dict) -> list[str]:
+    """One line per key whose section value the profile replaced with another value."""
+    return [f"{key} = {v['section']!r} in its section is overridden by profile {eff['profile']}: "
+            f"{v['profile']!r} (change it with -S {eff['profile']}.{key}=...)"
+            for key, v in eff["profile_overrides"].items()
+            if v["section"] is not None and v["section"] != v["profile"]]
+
+
+def run_stage(name: str) -> None:
+    schema, run = stage(name)
+    out, models = stage_dirs(name)
+    eff = effective(name)
+    for line in shadowed(eff):
+        print(f"{name}: {line}")
+    p = schema.model_validate(eff["params"])
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    run(p, out, models)
+    wall = time.perf_counter() - t0
+    write_json(out / "run.json", {
+        "stage": name, **eff, "wall_time_s": round(wall, 2),
+        "started": started.isoformat(timespec="seconds"), **machine()})
+    print(f"{name}: done in {wall:.0f} s")
+
+
+def check() -> int:
+    """Validate every section of params.yaml under every profile, before DVC runs (and deletes the
+    outputs of) any stage; print each problem. When all is valid, write what each stage will run
+    with to reports/check/<stage>.json (each stage depends on its own file, so a change to one
+    section reruns only that stage). Returns the number of problems."""
+    from .params import ParamsError
+    try:  # the top level as the file stands: its sections and its own profile
+        params.resolve(STAGES[0], PARAMS)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    current, bad, found = params.profile(PARAMS), 0, {}
+    for name in STAGES:
+        for profile in params.PROFILES:
+            try:
+                eff = effective(name, as_profile=profile)
+                if profile == current:
+                    found[name] = eff
+            except ParamsError as e:
+                bad += 1
+                where = "" if profile == current else f" (under profile {profile})"
+                print(f"error{where}: {e}", file=sys.stderr)
+    if bad:
+        return bad
+    for name, eff in found.items():
+        write_json(REPORTS / "check" / f"{name}.json", eff)
+        for line in shadowed(eff):
+            print(f"check: {line}")
+    print(f"params.yaml: every section is valid under every profile (this run: {current})")
+    return 0
