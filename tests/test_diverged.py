@@ -1,8 +1,9 @@
 """Every stage, and its report section, completes when all its runs diverge.
 
 Each experiment runs on a few hundred random images with a learning rate that blows its loss
-up (lr 1e6 or more), through its own `run()` and `section()`: the stage must finish, mark the
-runs diverged, write strict JSON, and the report must say so instead of crashing.
+up (lr 1e6 or more), through its own `run()`, then its presentation stage (figures and
+section): the stage must finish, mark the runs diverged, write strict JSON, and the report must
+say so instead of crashing.
 """
 
 from __future__ import annotations
@@ -12,31 +13,32 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from genstudy import data, experiments, render
-from genstudy.report import Outputs
+from conftest import stage_params
+from genstudy import data, experiments, presentation, stages
 
 REPO = Path(__file__).resolve().parents[1]
-REFS = yaml.safe_load((REPO / "references.yaml").read_text())
 BIG = 1e6
 
 SETTINGS = {  # the smoke profile's sizes, every learning rate huge
     "baselines": dict(seeds=[0, 1], test_size=100,
-                      convnet=dict(epochs=2, batch_size=50, optimizer="sgd", lr=BIG, train_size=200),
-                      mlp=dict(epochs=2, batch_size=50, optimizer="sgd", lr=BIG, train_size=200)),
-    "gradient_loss": dict(seeds=[0, 1], epochs=2, batch_size=50, optimizer="sgd", lr=BIG, train_size=200,
+                      convnet=dict(epochs=2, batch_size=50, optimizer="sgd", lr=BIG, momentum=0.0, train_size=200),
+                      mlp=dict(epochs=2, batch_size=50, optimizer="sgd", lr=BIG, momentum=0.0, train_size=200)),
+    "gradient_loss": dict(seeds=[0, 1], epochs=2, batch_size=50, optimizer="sgd", lr=BIG, momentum=0.0,
+                          train_size=200,
                           test_size=100, sigmas=[0.0, 0.1]),
     "flatness": dict(seeds=[0, 1], train_size=200, test_size=100, batch_sizes=[8, 64], epochs=3,
                      optimizer="sgd", lr=BIG, fused=False, sharpness=dict(steps=2)),
     "regularization": dict(seeds=[0, 1], train_size=200, val_size=100, test_size=100, mc_passes=2,
-                           training=dict(epochs=2, batch_size=50, optimizer="sgd", lr=BIG),
+                           training=dict(epochs=2, batch_size=50, optimizer="sgd", lr=BIG, momentum=0.0),
                            variants=["none", "dropout", "mc_dropout"],
                            definitions={"none": {}, "dropout": {"dropout": 0.2},
                                         "mc_dropout": {"mc_dropout_of": "dropout"}}),
     "transfer": dict(seeds=[0, 1], a_train_size=300, b_train_size=50,
-                     model_a=dict(sizes=[784, 32, 16, 8], epochs=2, batch_size=32, optimizer="sgd", lr=BIG),
-                     model_b=dict(sizes=[784, 32, 16, 1], epochs=2, batch_size=32, optimizer="sgd", lr=BIG),
+                     model_a=dict(sizes=[784, 32, 16, 8], epochs=2, batch_size=32, optimizer="sgd", lr=BIG,
+                                  momentum=0.0),
+                     model_b=dict(sizes=[784, 32, 16, 1], epochs=2, batch_size=32, optimizer="sgd", lr=BIG,
+                                  momentum=0.0),
                      transferred=dict(reuse_upto="act2", head=[8, 1], frozen_epochs=1, unfrozen_epochs=1,
                                       lr=BIG)),
     "sweep": dict(seeds=[0, 1], train_size=200, test_size=100, lrs=[BIG, 10 * BIG], batch_sizes=[32, 64],
@@ -70,10 +72,9 @@ def fake_data(monkeypatch, tmp_path):
 
 
 def run_stage(name: str, root: Path):
-    mod = experiments.load(name)
-    p = mod.Params(**SETTINGS[name])
+    p = stage_params(name, **SETTINGS[name])
     out, models = root / "reports" / name, root / "models" / name
-    mod.run(p, out, models)
+    stages.stage(name)[1](p, out, models)
     (out / "run.json").write_text(json.dumps({"profile": "full", "params": p.model_dump(mode="json")}))
     return out
 
@@ -85,6 +86,6 @@ def test_every_stage_completes_when_all_its_runs_diverge(fake_data, name):
     out = run_stage(name, fake_data)
     json.loads((out / "metrics.json").read_text())  # strict JSON: NaN would not parse... as written
     assert "NaN" not in (out / "metrics.json").read_text()
-    section = render.complete(experiments.load(name).section(Outputs(fake_data / "reports", name), REFS),
-                              Outputs(fake_data / "reports", name))
+    section = presentation.present(name, REPO / "references.yaml", fake_data / "reports")
     assert section.verdict and section.rows
+    assert json.loads((out / "section.json").read_text())["verdict"] == section.verdict

@@ -1,61 +1,56 @@
-"""dvc.yaml declares what each stage really depends on.
+"""dvc.yaml declares what each stage really depends on, both ways.
 
-Each stage lists the library modules it imports (not the whole package), so
-that changing, say, the report code does not invalidate every experiment.
-This test keeps those lists true: every genstudy module that `python -m
-genstudy <stage>` imports, directly or not, must be among its deps.
+dvc.yaml is generated from the stage registry (``python -m genstudy.pipeline``): each stage's code
+deps are exactly the genstudy modules its command imports, its params exactly the sections it
+reads. These tests keep the committed file equal to what the generator writes, and the split
+between compute and presentation: no compute stage imports presentation code, so a change of
+wording, threshold or figure style never reruns a training.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from genstudy import cli, experiments, pipeline, render
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
-# What a stage run imports: the command line, then the stage (the report imports every
-# experiment's section, through genstudy.render).
-PROBE = """
-import json, sys
-from genstudy import cli
-if sys.argv[1] in ("report", "check"):
-    from genstudy import experiments
-    if sys.argv[1] == "report":
-        from genstudy import render
+
+def test_dvc_yaml_is_what_the_stage_registry_generates(capsys):
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        code = pipeline.main(["--check"])
+    finally:
+        os.chdir(cwd)
+    assert code == 0, capsys.readouterr().out[-4000:]
+
+
+@pytest.mark.parametrize("stage", [*cli.COMPUTE, "check"])
+def test_no_compute_stage_imports_presentation_code(stage):
+    files = pipeline.imported("check" if stage == "check" else "compute", stage, REPO)
+    assert not pipeline.presentation_modules(files), stage
+    assert set(files) <= {d for d in STAGES[stage]["deps"] if isinstance(d, str)}
+
+
+@pytest.mark.parametrize("name", experiments.NAMES)
+def test_an_experiment_imports_no_other_experiment(name):
+    for kind in ("compute", "present"):
+        files = pipeline.imported(kind, name, REPO)
+        others = [f for f in files if f.startswith("src/genstudy/experiments/")
+                  and f.split("/")[3] not in (name, "__init__.py")]
+        assert not others, f"{kind} {name} imports {others}"
+
+
+def test_the_stage_lists_agree():
+    assert cli.NAMES == experiments.NAMES == render.NAMES == pipeline.NAMES
+
+
+def test_each_presentation_stage_tracks_its_own_references_only():
     for name in experiments.NAMES:
-        experiments.load(name)
-else:
-    cli.stage(sys.argv[1])
-print(json.dumps(sorted(m.__file__ for k, m in sys.modules.items()
-                        if k.startswith("genstudy") and getattr(m, "__file__", None))))
-"""
-
-
-@functools.cache
-def imported_modules(stage: str) -> frozenset[str]:
-    out = subprocess.run([sys.executable, "-c", PROBE, stage], capture_output=True, text=True,
-                         check=True, cwd=REPO, env={"PYTHONPATH": str(REPO / "src"), "PATH": ""}).stdout
-    return frozenset(Path(f).resolve().relative_to(REPO).as_posix() for f in json.loads(out))
-
-
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_stage_deps_cover_every_library_module_it_imports(stage):
-    st = STAGES[stage]
-    assert st["cmd"] == f"python -m genstudy {stage}"
-    deps = {d if isinstance(d, str) else next(iter(d)) for d in st.get("deps", [])}
-    missing = {m for m in imported_modules(stage) | {"src/genstudy/__main__.py"}
-               if m not in deps and m != "src/genstudy/__init__.py"}
-    assert not missing, f"{stage}: add to its deps in dvc.yaml: {', '.join(sorted(missing))}"
-
-
-@pytest.mark.parametrize("stage", sorted(set(STAGES) - {"report", "check"}))
-def test_a_stage_imports_no_other_experiment(stage):
-    others = {f"src/genstudy/experiments/{n}.py" for n in STAGES if n != stage}
-    assert not imported_modules(stage) & others
+        assert STAGES[f"present-{name}"]["params"] == [{"references.yaml": [name]}]

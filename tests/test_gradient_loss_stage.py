@@ -8,14 +8,14 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from conftest import section, stage_params
 from genstudy import models, outputs
-from genstudy.experiments import gradient_loss as stage
+from genstudy.experiments.gradient_loss import compute as stage
 from genstudy.params import ParamsError
 
 
 def _params(**kw):
-    base = dict(epochs=1, batch_size=100, optimizer="adam", lr=1e-3, seeds=[0], train_size=10000)
-    return stage.Params(**{**base, **kw})
+    return stage_params("gradient_loss", **{**dict(seeds=[0], train_size=10000), **kw})
 
 
 @pytest.fixture
@@ -49,3 +49,11 @@ def test_params_reject_negative_sigma_and_unknown_keys():
         _params(sigmas=[-0.1])
     with pytest.raises(ValidationError, match=r"sigma\n  Extra inputs are not permitted"):
         _params(sigma=[0.1])
+
+
+def test_params_require_every_key():
+    for key in ("sigmas", "noise_seed", "clip", "train_size", "test_size"):
+        sec = section("gradient_loss")
+        del sec[key]
+        with pytest.raises(ValidationError, match=rf"{key}\n  Field required"):
+            stage.Params.model_validate(sec)

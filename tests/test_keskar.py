@@ -1,7 +1,8 @@
-"""E1b (Keskar's F1): the L-BFGS-B box maximiser, the sharpness, the params schema, the stage end to end."""
+"""E1b (Keskar's F1): the L-BFGS-B box maximiser, the sharpness, the params schema, the stages end to end."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,9 @@ import yaml
 import torch
 from pydantic import ValidationError
 
+from conftest import section, stage_params
 from genstudy import data, measures, models
-from genstudy.experiments import keskar
+from genstudy.experiments.keskar import compute, present
 from genstudy.params import ParamsError, load
 from genstudy.report import Outputs, Section
 from genstudy.training import fit, make_optimizer, recalibrate_batchnorm
@@ -103,13 +105,13 @@ def test_fit_until_stops_at_the_first_epoch_that_meets_the_criterion():
                                       ({"epochs": 3}, "epochs")])
 def test_params_refuse_bad_values_naming_the_key(bad, key):
     with pytest.raises(ValidationError, match=key):
-        keskar.Params(**bad)
+        compute.Params(**section("keskar", **bad))
 
 
 def test_params_error_names_the_key(tmp_path):
-    (tmp_path / "params.yaml").write_text("keskar:\n  large_fraction: 2\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"keskar": section("keskar", "full", large_fraction=2)}))
     with pytest.raises(ParamsError, match=r"keskar\.large_fraction"):
-        load("keskar", keskar.Params, tmp_path / "params.yaml")
+        load("keskar", compute.Params, tmp_path / "params.yaml")
 
 
 def test_run_writes_its_outputs_and_the_section_reads_them(tmp_path, monkeypatch):
@@ -118,16 +120,20 @@ def test_run_writes_its_outputs_and_the_section_reads_them(tmp_path, monkeypatch
     def fake(n):
         return data.Tensors(torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
     monkeypatch.setattr(data, "load", lambda name: (fake(300), fake(100)))
-    p = keskar.Params(seeds=[0, 1], depth=1, width=16, max_epochs=2, large_fraction=0.5,
-                      lbfgs_iterations=2, ascent_steps=2, sharpness_size=100, threads=None)
+    p = stage_params("keskar", seeds=[0, 1], depth=1, width=16, max_epochs=2, large_fraction=0.5,
+                     small_batch=256, train_size=None, test_size=None, lbfgs_iterations=2, ascent_steps=2,
+                     sharpness_size=100, threads=None)
     out = tmp_path / "keskar"
-    keskar.run(p, out, tmp_path / "models")
+    compute.run(p, out, tmp_path / "models")
+    present.draw(Outputs(tmp_path, "keskar"))
     df = Outputs(tmp_path, "keskar").table()
     assert len(df) == 4 and set(df.arm) == {"SB", "LB"} and set(df.batch_size) == {256, 150}
     assert (df[[c for c in df if c.startswith("sharpness_")]] >= 0).all().all()
-    assert (out / "metrics.json").is_file() and (out / "figures/sharpness.png").is_file()
+    assert (out / "figures/sharpness.png").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["diverged_runs"] == 0 and {"SB_test_acc", "LB_sharpness_1e-3"} <= set(metrics)
     refs = yaml.safe_load((Path(__file__).resolve().parents[1] / "references.yaml").read_text())
-    s = keskar.section(Outputs(tmp_path, "keskar"), refs)
+    s = present.section(Outputs(tmp_path, "keskar"), {"keskar": refs["keskar"]})  # its own references only
     assert isinstance(s, Section) and any(r.reported == "205.14 ± 69.52" for r in s.rows)
     assert "LB − SB sharpness at eps 1e-3 (L-BFGS-B, %)" in s.verdict and "Welch t over 2 + 2 seeds" in s.verdict
     assert "Data set: Fashion-MNIST, where Keskar et al. used MNIST" in s.verdict

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genstudy import cli, params
+from pydantic import BaseModel
+
+from genstudy import cli, params, stages
 from genstudy.params import ParamsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,12 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 class Demo(params.Experiment):
     train: params.Training
-    train_size: params.PositiveInt | None = None
+    train_size: params.PositiveInt | None
 
 
 GOOD = {
     "profile": "full",
-    "demo": {"dataset": "fashion_mnist", "seeds": [0, 1],
+    "demo": {"dataset": "fashion_mnist", "seeds": [0, 1], "device": "auto", "train_size": None,
              "train": {"epochs": 3, "batch_size": 32, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9}},
     "smoke": {"demo": {"seeds": [0], "train": {"epochs": 1}}},
 }
@@ -58,15 +60,75 @@ def test_smoke_profile_merges_its_overrides(tmp_path):
     assert p.seeds == [0] and p.train.epochs == 1 and p.train.lr == 0.1  # untouched keys stay
 
 
-def test_a_value_the_user_changed_wins_over_the_profile(tmp_path):
-    """`dvc exp run -S profile=smoke -S demo.train.epochs=5`: epochs differs from the committed 3,
-    so smoke's epochs 1 does not override it; smoke's seeds (untouched by the user) still apply."""
+def test_the_profile_always_wins_and_says_what_it_set(tmp_path):
+    """`dvc exp run -S profile=smoke -S demo.train.epochs=5`: smoke sets epochs, so smoke's 1 is
+    used, and the override is reported, so the shadowed 5 is visible at once."""
     doc = with_(with_(GOOD, "profile", "smoke"), "demo.train.epochs", 5)
-    profile, section, kept = params.resolve("demo", write(tmp_path, doc), committed=GOOD)
-    assert profile == "smoke" and kept == ["demo.train.epochs"]
-    assert section["train"]["epochs"] == 5 and section["seeds"] == [0]
-    # without a committed params.yaml to compare with, the profile overrides everything
-    assert params.resolve("demo", write(tmp_path, doc))[1]["train"]["epochs"] == 1
+    profile, section, overrides = params.resolve("demo", write(tmp_path, doc))
+    assert profile == "smoke" and section["train"]["epochs"] == 1 and section["seeds"] == [0]
+    assert overrides == {"demo.seeds": {"section": [0, 1], "profile": [0]},
+                         "demo.train.epochs": {"section": 5, "profile": 1}}
+    # the way to change a smoke run: its profile section
+    doc = with_(doc, "smoke.demo.train.epochs", 7)
+    assert params.resolve("demo", write(tmp_path, doc))[1]["train"]["epochs"] == 7
+
+
+def test_params_depend_on_params_yaml_alone_not_on_git(tmp_path):
+    """A changed value, committed or not, gives the same effective params: nothing reads git."""
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    doc["profile"] = "smoke"
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, env=env, check=True,  # noqa: E731
+                                    capture_output=True)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "committed params")
+
+    def effective() -> dict:
+        assert _genstudy(["check"], tmp_path).returncode == 0
+        return yaml.safe_load((tmp_path / "reports/check/flatness.json").read_text())
+
+    doc["flatness"]["lr"] = 0.005            # a section value smoke does not set
+    doc["smoke"]["flatness"]["epochs"] = 3   # and one of smoke's own
+    path.write_text(yaml.safe_dump(doc))
+    before = effective()
+    git("commit", "-qam", "the changed values")
+    after = effective()
+    assert before == after
+    assert after["params"]["lr"] == 0.005 and after["params"]["epochs"] == 3
+
+
+def _fields_with_defaults(schema: type[BaseModel], prefix: str):
+    for name, field in schema.model_fields.items():
+        key = f"{prefix}.{name}"
+        if not field.is_required() and not any(issubclass(schema, cls) and name == f for cls, f in MAY_DEFAULT):
+            yield key
+        for t in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            for sub in (t, *getattr(t, "__args__", ())):
+                if isinstance(sub, type) and issubclass(sub, BaseModel):
+                    yield from _fields_with_defaults(sub, key)
+
+
+def _may_default():
+    from genstudy.experiments.regularization.compute import Variant
+    # A default that is not a value but "not applicable": SGD's momentum (absent for Adam) and a
+    # regularization variant's switches (a variant lists only what it turns on; off by default).
+    return {(params.Training, "momentum"), *((Variant, f) for f in Variant.model_fields)}
+
+
+MAY_DEFAULT: set = set()
+
+
+def test_every_value_comes_from_params_yaml_not_from_a_schema_default():
+    """Schemas hold no defaults: a key deleted from params.yaml is an error naming it, never a
+    stale value typed in code (three such defaults once disagreed with params.yaml)."""
+    MAY_DEFAULT.update(_may_default())
+    found = [k for name in stages.STAGES for k in _fields_with_defaults(stages.stage(name)[0], name)]
+    assert not found, f"schema fields with a default (give params.yaml the value instead): {found}"
 
 
 @pytest.mark.parametrize("value", [float("inf"), float("nan")])
@@ -134,12 +196,9 @@ def test_the_committed_params_yaml_is_valid_for_every_stage(profile, tmp_path):
     (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(doc))
-    for name in cli.STAGES:
-        schema = cli.stage(name)[0]
-        if schema is None:  # a stage without knobs of its own (report)
-            assert name not in doc, f"params.yaml has a section {name} that no stage reads"
-            continue
-        params.load(name, schema, path)
+    for name in stages.STAGES:
+        params.load(name, stages.stage(name)[0], path)
+    assert set(doc) == {*stages.STAGES, "profile", "quick", "smoke"}
 
 
 def _genstudy(args, cwd):
@@ -194,6 +253,6 @@ def test_check_refuses_the_whole_file_and_every_profile(tmp_path, change, needle
 def test_help_lists_every_stage_with_one_line():
     proc = _genstudy(["--help"], REPO)
     assert proc.returncode == 0
-    for name in (*cli.STAGES, "check"):
+    for name in (*cli.COMPUTE, "present NAME", "report", "check"):
         line = next((ln for ln in proc.stdout.splitlines() if ln.strip().startswith(name + " ")), None)
         assert line and len(line.split(None, 1)[1]) > 10, f"--help has no description of {name}"

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -140,6 +141,36 @@ def test_smoke_run_recorded_every_stage_in_the_lock(smoke_repo):
     lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())["stages"]
     assert set(stages) <= set(lock)
     assert yaml.safe_load((smoke_repo / "params.yaml").read_text())["profile"] == "smoke"
+
+
+def test_a_change_of_wording_or_threshold_reruns_presentation_only(smoke_repo):
+    """A sentence of a section and a threshold in references.yaml are presentation: `dvc status`
+    lists only presentation stages (and the report), and `dvc repro` rebuilds them in seconds,
+    retraining nothing."""
+    env = _env(smoke_repo)
+    present = smoke_repo / "src/genstudy/experiments/flatness/present.py"
+    refs = smoke_repo / "references.yaml"
+    old_present, old_refs = present.read_text(), refs.read_text()
+    models = {k: v for k, v in _hashes(smoke_repo).items() if k.startswith("models/")}
+    try:
+        assert "Do large batches find sharp minima" in old_present
+        present.write_text(old_present.replace("Do large batches find sharp minima",
+                                               "Do large batches really find sharp minima"))
+        assert "accuracy_margin: {value: 0.01," in old_refs
+        refs.write_text(old_refs.replace("accuracy_margin: {value: 0.01,", "accuracy_margin: {value: 0.02,"))
+        stale = json.loads(_run(["dvc", "status", "--json"], smoke_repo, env).stdout)
+        assert set(stale) == {"present-flatness", "present-baselines", "report"}, stale
+        t0 = time.perf_counter()
+        _run(["dvc", "repro"], smoke_repo, env)
+        took = time.perf_counter() - t0
+        assert took < 60, f"presentation took {took:.0f} s"
+        assert "Do large batches really find" in (smoke_repo / "reports/report.md").read_text()
+        assert {k: v for k, v in _hashes(smoke_repo).items() if k.startswith("models/")} == models
+    finally:
+        present.write_text(old_present)
+        refs.write_text(old_refs)
+        _run(["dvc", "repro"], smoke_repo, env)
+    _run(["dvc", "status", "--quiet"], smoke_repo, env)
 
 
 def test_the_report_shows_every_figure_and_real_numbers(smoke_repo):

@@ -102,7 +102,7 @@ def test_the_selu_alpha_dropout_variant_keeps_its_activations_normalised():
     """E3's own SELU + AlphaDropout model (built as the stage builds it): AlphaDropout before every
     dense layer, lecun-normal init, and in training mode every hidden layer's output stays near
     mean 0 / std 1 on standardised input (ordinary Dropout in the same model would not)."""
-    from genstudy.experiments.regularization import Variant, build
+    from genstudy.experiments.regularization.compute import Variant, build
     v = Variant(activation="selu", init="lecun_normal", dropout=0.2, alpha_dropout=True, max_norm=1.0)
     sizes = [784, 300, 100, 10]
     m = models.seeded(0, build, v, sizes).train()
@@ -128,7 +128,7 @@ def test_max_norm_of_the_variant_is_applied_by_training(tmp_path):
     """The stage's max-norm variant, trained through fit with the stage's constraint: every hidden
     unit's incoming weights end within the radius."""
     from genstudy.objectives import max_norm as constraint
-    from genstudy.experiments.regularization import Variant, build
+    from genstudy.experiments.regularization.compute import Variant, build
     from genstudy.training import fit, make_optimizer
     v = Variant(activation="selu", init="lecun_normal", dropout=0.2, alpha_dropout=True, max_norm=0.5)
     m = models.seeded(0, build, v, [784, 32, 16, 10])
@@ -175,8 +175,10 @@ def test_standardize_uses_train_statistics_and_guards_zero_std():
 def test_bad_variant_params_are_rejected(variants, definitions, message):
     from pydantic import ValidationError
 
-    from genstudy.experiments.regularization import Params as schema
-    base = {"training": {"epochs": 1, "batch_size": 32, "optimizer": "nadam", "lr": 1e-3}}
+    from conftest import section
+
+    from genstudy.experiments.regularization.compute import Params as schema
+    base = section("regularization")  # complete and valid; variants and definitions replaced below
     schema.model_validate({**base, "variants": ["none"], "definitions": {"none": {}}})  # a good one
     with pytest.raises(ValidationError, match=message):
         schema.model_validate({**base, "variants": variants, "definitions": definitions})

@@ -33,8 +33,8 @@ def write_tables(tmp_path: Path, stage: str, **tables: pd.DataFrame) -> Outputs:
 def test_pages_escape_text_and_link_figures_relatively():
     sec = Section("demo", "Demo <b>", "Why?", [Row("a < b", "1.0", "2.0")], "reproduced:\n- a claim: fine\nA note.",
                   figures=[Path("demo/figures/x.png")], params={"lr": 0.1}, wall_time_s=12.0)
-    summary = {"commit": "abc", "profile": "full", "stages": [("demo", 12.0, "cpu")], "total_s": 12.0,
-               "versions": {"torch": "2"}, "params_diff": [("demo.lr", 0.01, 0.1)]}
+    summary = {"profile": "full", "stages": [("demo", 12.0, "cpu", "Xeon (AVX512)", "abc")], "total_s": 12.0,
+               "versions": {"torch": "2"}, "overrides": [("demo.lr", 0.01, 0.1)]}
     page = render.render_html([sec], summary)
     assert "Demo &lt;b&gt;" in page and "a &lt; b" in page
     assert "src='demo/figures/x.png'" in page and "demo.lr" in page
@@ -46,11 +46,11 @@ def test_pages_escape_text_and_link_figures_relatively():
     assert "profile smoke: its sizes test the code, not the claims" in smoke
 
 
-def test_params_diff_lists_what_a_stage_ran_with_against_the_committed_defaults():
-    committed = {"a": {"lr": 0.1, "seeds": [0, 1], "net": {"width": 8}}, "b": {"x": 1}}
-    assert render.params_diff(committed, committed) == []
-    used = {"a": {"lr": 0.5, "seeds": [0, 1], "net": {"width": 16}}, "c": {"y": 2}}
-    assert render.params_diff(used, committed) == [("a.lr", 0.1, 0.5), ("a.net.width", 8, 16)]
+def test_the_run_summary_lists_what_each_profile_changed():
+    runs = {"a": {"profile_overrides": {"a.lr": {"section": 0.1, "profile": 0.5},
+                                        "a.seeds": {"section": [0], "profile": [0]}}},
+            "b": {}}
+    assert render.profile_overrides(runs) == [("a.lr", 0.1, 0.5)]  # a value the profile kept is no change
 
 
 @pytest.mark.parametrize("stage", experiments.NAMES)

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genstudy import experiments, params
+from genstudy import params
+from genstudy.experiments.margins import compute as margins
+from genstudy.experiments.sweep import compute as sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,7 +22,7 @@ def _load(tmp_path, stage, schema, change):
 
 @pytest.mark.parametrize("stage", ["sweep", "margins"])
 def test_defaults_validate_and_bad_values_are_rejected(tmp_path, stage):
-    schema = experiments.load(stage).Params
+    schema = {"sweep": sweep, "margins": margins}[stage].Params
     assert _load(tmp_path, stage, schema, lambda s: None)
     with pytest.raises(params.ParamsError, match=rf"{stage}\.lrs\.1: Input should be greater than 0"):
         _load(tmp_path, stage, schema, lambda s: s.update(lrs=[0.1, -1.0]))
@@ -28,9 +30,12 @@ def test_defaults_validate_and_bad_values_are_rejected(tmp_path, stage):
         _load(tmp_path, stage, schema, lambda s: s.update(batch_size=[2]))
     with pytest.raises(params.ParamsError, match=rf"{stage}\.batch_sizes: List should have at least 1 item"):
         _load(tmp_path, stage, schema, lambda s: s.update(batch_sizes=[]))
+    # no defaults in code: a deleted key is an error naming it, never a value typed in the schema
+    with pytest.raises(params.ParamsError, match=rf"{stage}\.hidden: required key is missing"):
+        _load(tmp_path, stage, schema, lambda s: s.pop("hidden"))
 
 
 def test_margins_needs_deepfool_examples_within_the_subset(tmp_path):
-    schema = experiments.load("margins").Params
+    schema = margins.Params
     with pytest.raises(params.ParamsError, match=r"deepfool.n_examples \(1000\) must not exceed train_size \(500\)"):
         _load(tmp_path, "margins", schema, lambda s: s.update(train_size=500))

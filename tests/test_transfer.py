@@ -1,11 +1,17 @@
-"""E4's pieces: the task split, copying layers, freezing, two-phase fine-tuning."""
+"""E4's pieces: the task split, copying layers, freezing, two-phase fine-tuning; the stages end to end."""
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from conftest import stage_params
 from genstudy import data, models
+from genstudy.experiments.transfer import compute, present
+from genstudy.report import Outputs, Section
 from genstudy.training import fit, make_optimizer
 from genstudy.transfer import fine_tune, reuse_layers, state_equal, transferred_model
 
@@ -97,3 +103,29 @@ def test_fine_tune_is_repeatable():
                   optimizer="sgd", lr=0.1, seed=5, progress=False)
         runs.append(model)
     assert state_equal(*runs)
+
+
+def test_run_writes_its_outputs_and_the_section_reads_them(tmp_path, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+
+    def fake(n):
+        return data.Tensors(torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10)
+    monkeypatch.setattr(data, "load", lambda name: (fake(400), fake(200)))
+    p = stage_params("transfer", seeds=[0, 1], a_train_size=200, b_train_size=40,
+                     model_a=dict(sizes=[784, 32, 16, 8], epochs=1),
+                     model_b=dict(sizes=[784, 32, 16, 1], epochs=2),
+                     transferred=dict(reuse_upto="act2", head=[8, 1], frozen_epochs=1, unfrozen_epochs=1))
+    out = tmp_path / "transfer"
+    compute.run(p, out, tmp_path / "models")
+    (out / "run.json").write_text(json.dumps({"profile": "full", "params": p.model_dump(mode="json")}))
+    df = Outputs(tmp_path, "transfer").table()
+    assert len(df) == 6 and set(df.arm) == {"model_a", "scratch", "transferred"}
+    assert len(list((tmp_path / "models").glob("*.pt"))) == 6
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["diverged_runs"] == 0 and {"scratch_test_acc", "transferred_test_acc", "gain"} <= set(metrics)
+    present.draw(Outputs(tmp_path, "transfer"))
+    assert {f.name for f in (out / "figures").glob("*.png")} == {"arms.png", "learning_curves.png"}
+    refs = yaml.safe_load((Path(__file__).resolve().parents[1] / "references.yaml").read_text())
+    s = present.section(Outputs(tmp_path, "transfer"), {"transfer": refs["transfer"]})  # its own references only
+    assert isinstance(s, Section) and "transfer helps (transferred − scratch)" in s.verdict
+    assert "from scratch 2, transferred 1 frozen + 1" in s.verdict

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from genstudy import experiments, render
+from genstudy import experiments, presentation
 from genstudy.report import Outputs, label_of
 from genstudy.verdicts import CONTRADICTED, INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED
 
@@ -31,7 +31,7 @@ def build(tmp_path: Path, stage: str, params: dict, profile: str = "full", **tab
         df.to_csv(d / f"{name}.csv", index=False)
     (d / "run.json").write_text(json.dumps({"stage": stage, "profile": profile, "params": params}))
     out = Outputs(tmp_path, stage)
-    return render.complete(experiments.load(stage).section(out, REFS), out)
+    return presentation.complete(experiments.present(stage).section(out, REFS), out)
 
 
 def check(section, label):

@@ -160,3 +160,30 @@ class Curves:
     def write(self, path: Path | str) -> None:
         write_table(path, pd.DataFrame(self.rows, columns=list(dict.fromkeys(
             ["run", "epoch", *(k for r in self.rows for k in r)]))))
+
+
+def seed_tolerance(df: pd.DataFrame, headline, sums: tuple[str, ...] = (), z: float = 4.0) -> dict:
+    """How far each headline metric may move when the stage reruns on another machine: z times
+    the sd of the difference of two n-seed runs, from the spread of the metric over seeds.
+
+    ``headline(table) -> {metric: value}`` computes the metrics from a results table; it is
+    applied to each seed's rows alone. Other CPUs round differently (other kernels), which makes
+    each training a different draw: the committed value and a rerun are then two draws of an
+    n-seed statistic, whose difference has sd ``sd_seed * sqrt(2 / n)`` for a metric that averages
+    over seeds, ``sd_seed * sqrt(2 n)`` for one that sums (``sums``). Each tolerance is at least
+    1e-4 + 1e-3 |value| (float rounding). {} with fewer than two seeds: no spread to go by."""
+    import math
+    import statistics
+    per_seed = [headline(g) for _, g in df.groupby("seed")]
+    n, whole = len(per_seed), headline(df)
+    if n < 2:
+        return {}
+    out = {}
+    for key, value in whole.items():
+        vals = [m[key] for m in per_seed if m.get(key) is not None and math.isfinite(m[key])]
+        if value is None or not math.isfinite(value):
+            continue
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        factor = math.sqrt(2 * n) if key in sums else math.sqrt(2 / n)
+        out[key] = max(z * sd * factor, 1e-4 + 1e-3 * abs(value))
+    return out

@@ -1,66 +1,30 @@
 """The report stage: every experiment's section rendered as one HTML page (offline) and Markdown.
 
-It reads only what the stages wrote (tables, metrics, figures, ``run.json``
-with the effective parameters) and ``references.yaml``; it never recomputes a
-result. Each experiment's own ``section()`` says what its part of the report is.
+It reads only what the stages wrote: each experiment's ``section.json`` and figures (its
+presentation stage) and each compute stage's ``run.json`` (time, machine, code commit, what the
+profile set); it never recomputes a result.
 """
 
 from __future__ import annotations
 
 import html
-import subprocess
+import json
 from pathlib import Path
 
 import yaml
 
-from . import experiments, verdicts
-from .outputs import atomic_path, write_json
-from .report import Outputs, Row, Section
+from . import verdicts
+from .outputs import REPORTS, atomic_path, write_json
+from .report import Outputs, Section
+
+NAMES = ("baselines", "flatness", "keskar", "gradient_loss", "regularization", "transfer", "sweep",
+         "margins", "probes")  # = genstudy.experiments.NAMES (a test keeps them equal)
 
 
-def complete(section: Section, out: Outputs) -> Section:
-    """``section`` with what every section shows besides its own text: figures, params, time.
-
-    A stage run under a profile other than the full protocol (smoke, quick) gives no verdict:
-    its sizes test the code, not the claim, so the verdict says 'not a result: <profile>'."""
-    if out.profile != "full":
-        section.verdict = verdicts.not_a_result(out.profile) + " (the verdict is computed on the full protocol only)"
-    results = out.dir / "results.csv"
-    if results.is_file() and "diverged" in (df := out.table(diverged=True)):
-        section.rows.append(Row("runs that diverged (left out of every test, range and mean)",
-                                f"{int(df.diverged.fillna(False).astype(bool).sum())} of {len(df)}"))
-    section.figures = out.figures()
-    section.params = out.params
-    section.wall_time_s = out.run().get("wall_time_s")
-    return section
-
-
-def _flatten(d, prefix=""):
-    out = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix[:-1]] = d
-    return out
-
-
-def params_diff(used: dict[str, dict], committed: dict[str, dict]) -> list[tuple[str, object, object]]:
-    """(key, committed value, value used) for every key a stage ran with that differs from the
-    committed defaults (both as ``{stage: section}``; a stage missing from either is skipped)."""
-    stages = [st for st in used if st in committed]
-    old = _flatten({st: committed[st] for st in stages})
-    new = _flatten({st: used[st] for st in stages})
-    return [(k, old.get(k, "—"), new.get(k, "—")) for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "unknown"
+def profile_overrides(runs: dict[str, dict]) -> list[tuple[str, object, object]]:
+    """(key, value in its section, value the profile set) for every key a stage's profile changed."""
+    return [(k, v["section"], v["profile"]) for r in runs.values()
+            for k, v in sorted((r.get("profile_overrides") or {}).items()) if v["section"] != v["profile"]]
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -139,21 +103,30 @@ def render_html(sections: list[Section], summary: dict) -> str:
     return "\n".join(parts)
 
 
+SUMMARY_COLUMNS = ("stage", "wall time (s)", "device", "CPU (torch capability)", "code commit")
+
+
+def _summary_rows(summary: dict) -> list[tuple[str, ...]]:
+    return [(st, "n/a" if w is None else f"{w:.0f}", dev, cpu, commit)
+            for st, w, dev, cpu, commit in summary["stages"]]
+
+
 def _summary_html(summary: dict) -> str:
     e = html.escape
-    rows = "".join(f"<tr><td>{e(st)}</td><td>{w:.0f}</td><td>{e(dev)}</td></tr>"
-                   for st, w, dev in summary["stages"])
-    out = [f"<p>git commit <code>{e(summary['commit'])}</code> · profile <code>{e(summary['profile'])}</code>"
+    head = "".join(f"<th>{e(c)}</th>" for c in SUMMARY_COLUMNS)
+    rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>"
+                   for row in _summary_rows(summary))
+    out = [f"<p>profile <code>{e(summary['profile'])}</code>"
            f" · total stage time {summary['total_s'] / 60:.1f} min</p>",
-           f"<table><tr><th>stage</th><th>wall time (s)</th><th>device</th></tr>{rows}</table>",
+           f"<table><tr>{head}</tr>{rows}</table>",
            "<p>" + " · ".join(f"{e(k)} {e(v)}" for k, v in summary["versions"].items()) + "</p>"]
-    if summary["params_diff"]:
+    if summary["overrides"]:
         diff = "".join(f"<tr><td>{e(k)}</td><td>{e(str(a))}</td><td>{e(str(b))}</td></tr>"
-                       for k, a, b in summary["params_diff"])
-        out.append("<h3>Parameters changed against the committed defaults</h3>"
-                   f"<table><tr><th>key</th><th>committed</th><th>this run</th></tr>{diff}</table>")
+                       for k, a, b in summary["overrides"])
+        out.append(f"<h3>Parameters the profile set</h3>"
+                   f"<table><tr><th>key</th><th>its section</th><th>this run</th></tr>{diff}</table>")
     else:
-        out.append("<p>This run used the committed parameters.</p>")
+        out.append("<p>Every stage ran with its params.yaml section as written (no profile override).</p>")
     return "\n".join(out)
 
 
@@ -181,32 +154,38 @@ def render_markdown(sections: list[Section], summary: dict) -> str:
         out += ["", f"<details><summary>Parameters used{cost}</summary>", "", "```yaml",
                 yaml.safe_dump(s.params, sort_keys=False).rstrip(), "```", "</details>", ""]
     out += ["## Run summary", "",
-            f"git commit `{summary['commit']}` · profile `{summary['profile']}` · "
-            f"total stage time {summary['total_s'] / 60:.1f} min", "",
-            "| stage | wall time (s) | device |", "| --- | --- | --- |"]
-    out += [f"| {st} | {w:.0f} | {_md_cell(dev)} |" for st, w, dev in summary["stages"]]
+            f"profile `{summary['profile']}` · total stage time {summary['total_s'] / 60:.1f} min", "",
+            "| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + " --- |" * len(SUMMARY_COLUMNS)]
+    out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in _summary_rows(summary)]
     out += ["", " · ".join(f"{k} {v}" for k, v in summary["versions"].items()), ""]
-    if summary["params_diff"]:
-        out += ["Parameters changed against the committed defaults:", "", "| key | committed | this run |",
-                "| --- | --- | --- |"]
-        out += [f"| {k} | {_md_cell(a)} | {_md_cell(b)} |" for k, a, b in summary["params_diff"]]
+    if summary["overrides"]:
+        out += ["Parameters the profile set:", "", "| key | its section | this run |", "| --- | --- | --- |"]
+        out += [f"| {k} | {_md_cell(a)} | {_md_cell(b)} |" for k, a, b in summary["overrides"]]
     else:
-        out.append("This run used the committed parameters.")
+        out.append("Every stage ran with its params.yaml section as written (no profile override).")
     return "\n".join(out) + "\n"
 
 
-def run_summary(reports: Path, stages: list[str], committed: dict[str, dict]) -> dict:
-    """Cost and provenance of the run: per-stage time and device, versions, commit, profile(s),
-    and the parameters each stage ran with that differ from ``committed``."""
+def run_summary(reports: Path, stages: list[str]) -> dict:
+    """Cost and provenance of the run, from each stage's run.json: its time, device, CPU, code
+    commit, the versions, the profile(s), and the parameters the profile set."""
     runs = {st: Outputs(reports, st).run() for st in stages}
     any_run = next((r for r in runs.values() if r), {})
     profiles = sorted({r.get("profile", "full") for r in runs.values() if r})
+
+    def cpu(r: dict) -> str:
+        return f"{r['cpu']} ({r.get('torch_cpu_capability', '?')})" if r.get("cpu") else "?"
+
+    def commit(r: dict) -> str:
+        c = r.get("commit")
+        return "?" if not c else c[:10] + ("+changes" if r.get("commit_dirty") else "")
     return {
-        "commit": git_commit(), "profile": ", ".join(profiles) or "full",
-        "stages": [(st, r.get("wall_time_s", float("nan")), r.get("device", "?")) for st, r in runs.items()],
-        "total_s": sum(r.get("wall_time_s", 0.0) for r in runs.values()),
+        "profile": ", ".join(profiles) or "full",
+        "stages": [(st, r.get("wall_time_s"), r.get("device", "?"), cpu(r), commit(r))
+                   for st, r in runs.items()],
+        "total_s": sum(r.get("wall_time_s") or 0.0 for r in runs.values()),
         "versions": {k: any_run.get(k, "?") for k in ("python", "torch", "torchvision")},
-        "params_diff": params_diff({st: r.get("params", {}) for st, r in runs.items() if r}, committed),
+        "overrides": profile_overrides(runs),
     }
 
 
@@ -218,16 +197,18 @@ def write(reports: Path, sections: list[Section], summary: dict) -> None:
         tmp.write_text(render_markdown(sections, summary))
     write_json(reports / "summary.json", {
         "total_stage_time_min": round(summary["total_s"] / 60, 2),
-        "stage_time_s": {st: w for st, w, _ in summary["stages"]},
+        "stage_time_s": {st: w for st, w, *_ in summary["stages"]},
         "verdicts": {s.stage: s.verdict for s in sections}})
 
 
-def build(reports: Path, refs_path: Path, committed: dict[str, dict]) -> list[Section]:
-    """Every experiment's section from its outputs under ``reports``, written as the report."""
-    refs = yaml.safe_load(refs_path.read_text())
+def build(reports: Path = REPORTS) -> list[Section]:
+    """Every experiment's section (``reports/<name>/section.json``), written as the report."""
     sections = []
-    for name in experiments.NAMES:
-        out = Outputs(reports, name)
-        sections.append(complete(experiments.load(name).section(out, refs), out))
-    write(reports, sections, run_summary(reports, ["fetch", *experiments.NAMES], committed))
+    for name in NAMES:
+        path = reports / name / "section.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro present-{name}` first")
+        sections.append(Section.from_json(json.loads(path.read_text())))
+        print(f"report: {name}: {sections[-1].verdict.splitlines()[0]}")
+    write(reports, sections, run_summary(reports, ["fetch", *NAMES]))
     return sections

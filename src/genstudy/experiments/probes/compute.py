@@ -1,25 +1,15 @@
-"""E7 probes: linear classifier probes (Alain & Bengio 2016, figures 5 and 8).
-
-Figure 5: the convnet's ten probe points, probed at random init and after
-training, over the configured seeds. Figure 8: the deep skip MLP, probed after
-every layer at each snapshot step. All probes of one snapshot train at once
-(genstudy.probes). Writes the probe tables (DVC plots), per-model results,
-headline metrics, the two figures, training curves and the models.
-"""
+"""E7 probes, compute: train the models, probe every snapshot, write the tables (see the package doc)."""
 
 import time
 from pathlib import Path
 from typing import Annotated, Literal
 
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from pydantic import Field, field_validator
 
-from genstudy import data, figures, models, outputs, params, stats, verdicts
+from genstudy import data, models, outputs, params
 from genstudy.objectives import penalized
 from genstudy.probes import ProbeConfig, steps_per_epoch, train_probes
-from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
 from genstudy.training import evaluate, fit, lr_decay, make_optimizer
 
 Decay = Annotated[float, Field(gt=0, le=1)]
@@ -40,9 +30,9 @@ class ProbeParams(params.Schema):
 class ConvnetParams(params.Training):
     train_size: params.PositiveInt | None
     lr_decay: Decay                        # lr multiplied by this after every epoch
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5  # after the dense layer's ReLU, as the notebook
+    dropout: Annotated[float, Field(ge=0, lt=1)]  # after the dense layer's ReLU, as the notebook
     # Keras l2(l2) on both dense layers' kernels and biases, as the notebook: + l2 * sum w^2
-    l2: Annotated[float, Field(ge=0)] = 5e-4
+    l2: Annotated[float, Field(ge=0)]
 
 
 class DeepMLPParams(params.Schema):
@@ -56,7 +46,7 @@ class DeepMLPParams(params.Schema):
     batch_size: params.PositiveInt
     optimizer: params.Optimizer
     lr: params.PositiveFloat
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    momentum: Annotated[float, Field(ge=0, lt=1)]  # SGD's (adam and nadam have none: ignored)
     lr_decay: Decay
 
     @field_validator("snapshot_steps")
@@ -159,7 +149,6 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     probe_train = train_all.head(p.probe.train_size).to(device)
     test = test.head(p.probe.test_size).to(device)
     curves = outputs.Curves()
-    figures.setup()
     t0 = time.perf_counter()
     fig5, runs5 = figure5(p, train_all, probe_train, test, device, curves, models_dir)
     t5 = time.perf_counter() - t0
@@ -172,115 +161,13 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     outputs.write_table(out / "fig8.csv", fig8[["steps"] + columns])
     runs = pd.DataFrame(runs5 + runs8)
     outputs.write_results(out, runs, ["figure", "model", "seed", "snapshot"])
-    trained = fig5[fig5.snapshot == "trained"].groupby("point", sort=False).test_error.mean()
-    last = fig8[fig8.steps == fig8.steps.max()]
+    # The runs and probes the report uses: a probe that diverged is left out like a model run.
+    ok, ok5, ok8 = outputs.converged(runs), outputs.converged(fig5), outputs.converged(fig8)
+    first, logits = fig5.point.iloc[0], fig5.point.iloc[-1]  # forward order, diverged probes or not
+    trained = ok5[ok5.snapshot == "trained"].groupby("point", sort=False).test_error.mean()
+    last = ok8[(ok8.steps == fig8.steps.max()) & (ok8.depth == fig8.depth.max())]
     outputs.write_json(out / "metrics.json", {  # headline numbers only: what dvc metrics diff shows
-        "fig5_convnet_test_acc": runs[(runs.figure == "fig5") & (runs.snapshot == "trained")].model_test_acc.mean(),
-        "input_probe_error": trained.iloc[0], "logits_probe_error": trained.iloc[-1],
-        "fig8_last_layer_error": last[last.depth == last.depth.max()].test_error.mean()})
-    plot5(fig5, out / "figures")
-    plot8(fig8, p.deep_mlp.skip_layer, out / "figures")
+        "fig5_convnet_test_acc": ok[(ok.figure == "fig5") & (ok.snapshot == "trained")].model_test_acc.mean(),
+        "input_probe_error": trained.get(first), "logits_probe_error": trained.get(logits),
+        "fig8_last_layer_error": last.test_error.mean(), "diverged_runs": len(runs) - len(ok)})
     print(f"probes: figure 5 took {t5:.0f}s, figure 8 {t8:.0f}s")
-
-
-# --- figures ----------------------------------------------------------------------------------
-
-def plot5(df: pd.DataFrame, fig_dir: Path) -> None:
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    sns.lineplot(df, x="point", y="test_error", hue="snapshot", marker="o", errorbar="sd", ax=ax,
-                 sort=False)
-    ax.set(xlabel="probe point (in forward order)", ylabel="probe test error (fraction)",
-           title=f"Figure 5: linear probes on the convnet (mean ± sd over {df.seed.nunique()} seeds)")
-    ax.tick_params(axis="x", rotation=30)
-    figures.save(fig, fig_dir, "fig5_convnet_probes")
-
-
-def plot8(df: pd.DataFrame, skip_layer: int, fig_dir: Path) -> None:
-    snaps = list(dict.fromkeys(df.snapshot))
-    fig, axes = plt.subplots(len(snaps), 1, figsize=(10, 2.6 * len(snaps)), sharex=True, sharey=True,
-                             squeeze=False)
-    for ax, snap in zip(axes[:, 0], snaps):
-        part = df[df.snapshot == snap]
-        sns.lineplot(part, x="depth", y="test_error", errorbar="sd", ax=ax, marker=".")
-        ax.axhline(0.9, ls=":", c="gray", label="chance (10 classes)")
-        if skip_layer:
-            ax.axvline(skip_layer, ls="--", c="C3", label=f"input joins layer {skip_layer}")
-        ax.set(ylabel="probe test error", title=f"after {snap}", ylim=(0, 1))
-    axes[0, 0].legend(loc="lower left")
-    axes[-1, 0].set_xlabel("probe after layer (0 = input)")
-    fig.suptitle("Figure 8: linear probes on the deep skip MLP", fontweight="bold")
-    figures.save(fig, fig_dir, "fig8_deep_mlp_probes")
-
-
-# --- report -----------------------------------------------------------------------------------
-
-def _rises(trained: pd.DataFrame) -> list[str]:
-    """Depth steps where the mean probe error rises by more than the seeds' spread of that rise."""
-    wide = trained.pivot(index="seed", columns="point", values="test_error")[list(dict.fromkeys(trained.point))]
-    steps = wide.diff(axis=1).iloc[:, 1:]
-    spread = steps.std(ddof=1).fillna(0.0) if len(wide) > 1 else 0.0 * steps.mean()
-    return [f"{a}→{b}" for (a, b), m, s in zip(zip(wide.columns, wide.columns[1:]), steps.mean(), spread)
-            if m > s and m > 0]
-
-
-def _probe_training(q: dict) -> str:
-    """How the probes trained, naming the deviation from the notebook's one learning rate."""
-    scaled = (f", divided by n / {q['lr_features']} for a probe on n > {q['lr_features']} features "
-              "(the notebook used one rate: with it, Adam moves the logits of a probe in proportion "
-              "to its number of features, and the conv1 probes, on 32 times the image's features, "
-              "stopped far from their optimum)") if q["lr_features"] else ""
-    return (f"Each probe trains with Adam at learning rate {q['lr']}{scaled}, stopped early on its "
-            f"validation loss (patience {q['patience']}).")
-
-
-def section(out: Outputs, refs: dict) -> Section:
-    f5, f8 = out.table("fig5.csv"), out.table("fig8.csv")
-    ref = lambda key: ref_value(refs, "probes", key)  # noqa: E731
-    err = lambda df, point: df[df.point == point].set_index("seed").test_error  # noqa: E731
-    runs = out.table()
-    trained_acc = runs[(runs.figure == "fig5") & (runs.snapshot == "trained")].model_test_acc
-    rows = [Row("figure 5: the convnet's test accuracy after training", fmt_series(trained_acc))]
-    for snap, g in f5.groupby("snapshot", sort=False):
-        m = g.groupby("point", sort=False).test_error.mean()
-        rows.append(Row(f"figure 5, {snap}: probe test error {m.index[0]} → {m.index[-1]}",
-                        " → ".join(f"{v:.3f}" for v in m.values)))
-    trained, untrained = f5[f5.snapshot == "trained"], f5[f5.snapshot == "untrained"]
-    rises = _rises(trained)
-    rows += [Row("figure 5, trained: depth steps where the error rises by more than its seed spread",
-                 f"{len(rises)} of {trained.point.nunique() - 1}" + (f" ({', '.join(rises)})" if rises else "")),
-             Row("figure 5, trained: conv1 pre-activation − input probe error",
-                 stats.paired(err(trained, "conv1_pre"), err(trained, "input")).text("paired by seed"),
-                 "≤ 0 for an optimal probe (an injective linear map of the input: it can express "
-                 "every input probe)")]
-    fig5 = [("trained: probe error vs depth",
-             verdicts.judge_trend(stats.spearman(trained.depth, trained.test_error), -1)),
-            ("untrained: the first ReLU lowers the error (conv1 post − pre)",
-             verdicts.judge(stats.paired(err(untrained, "conv1_post"), err(untrained, "conv1_pre")), -1,
-                            ref("min_error_effect")))]
-    skip = int(out.params["deep_mlp"]["skip_layer"])
-    by_steps = lambda part: {k: g.droplevel("steps") for k, g in  # noqa: E731  {steps: per-seed mean}
-                             part.groupby(["steps", "seed"]).test_error.mean().groupby(level="steps")}
-    before = by_steps(f8[(f8.depth >= 1) & (f8.depth < skip)])
-    after = by_steps(f8[f8.depth >= skip])
-    none = pd.Series(dtype=float)
-    first, last = f8.steps.min(), f8.steps.max()
-    for steps in sorted(f8.steps.unique()):
-        rows.append(Row(f"figure 8, after {steps} minibatches: mean probe error, layers 1–{skip - 1} / {skip}+",
-                        f"{fmt_series(before.get(steps, none), 3)} / {fmt_series(after.get(steps, none), 3)}",
-                        f"near chance ({ref_text(refs, 'probes', 'chance_test_error')}) / improving"))
-    fig8 = [(f"layers {skip}+ improve with training (error at {last} − at {first} minibatches)",
-             verdicts.judge(stats.paired(after.get(last, none), after.get(first, none)), -1, ref("min_error_effect"))),
-            (f"layers 1–{skip - 1} stay near chance at {last} minibatches (error − chance)",
-             verdicts.judge_equal(stats.versus(before.get(last, none), ref("chance_test_error")), ref("chance_margin")))]
-    by_figure = " ".join(f"Figure {k}: {verdicts.overall([(n, j.label) for n, j in part])}."
-                         for k, part in (("5", fig5), ("8", fig8)))
-    p = out.params
-    return Section(
-        "probes", "E7 Linear classifier probes",
-        "How linearly separable are the classes at each depth of a network (Alain & Bengio 2016)? "
-        f"A linear probe on the frozen activations of each layer of a convnet, before and after training "
-        f"on {p['dataset']} (the paper and the notebook used MNIST); and a 'pathologically deep' "
-        f"{p['deep_mlp']['depth']}-layer MLP whose input also skips to layer {skip}. "
-        + _probe_training(p["probe"]),
-        rows, verdict([(f"figure 5, {n}", j) for n, j in fig5] + [(f"figure 8, {n}", j) for n, j in fig8],
-                      by_figure))

@@ -1,100 +1,26 @@
-"""E5 sweep: learning rate x batch size, MLP 784-512-10, SGD with momentum.
-
-Three sweeps over the configured seeds on a fixed training subset (the first
-``train_size`` train images), evaluated on the test set: lr at a fixed batch,
-batch at a fixed lr, and the full lr x batch grid. Every model trains in a
-stack (genstudy.stacked.fit_stack); runs shared by two sweeps train once and each
-sweep reads its own number of epochs (genstudy.lr_batch). Writes the tidy table
-(one row per sweep x run), headline metrics, per-epoch curves and the figures.
-"""
+"""E5 sweep, presentation: figures and report section from the compute stage's tables."""
 
 from pathlib import Path
-from typing import Annotated
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from pydantic import Field
 
-from genstudy import data, figures, lr_batch, models, outputs, params, stats, verdicts
+from genstudy import figures, stats, verdicts
 from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
-
-# --- params -----------------------------------------------------------------------------------
-
-LrList = Annotated[list[params.PositiveFloat], Field(min_length=1)]
-BatchList = Annotated[list[params.PositiveInt], Field(min_length=1)]
-
-
-class LrSweep(params.Schema):
-    batch_size: params.PositiveInt
-    epochs: params.PositiveInt
-
-
-class BatchSweep(params.Schema):
-    lr: params.PositiveFloat
-    epochs: params.PositiveInt
-
-
-class Params(params.Experiment):
-    train_size: params.PositiveInt          # first N train images: the fixed training subset
-    test_size: params.PositiveInt | None = None  # first N test images; null: all 10,000
-    hidden: Annotated[list[params.PositiveInt], Field(min_length=1)] = [512]
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    lrs: LrList                             # the lr axis (lr sweep and grid)
-    batch_sizes: BatchList                  # the batch axis (batch sweep and grid)
-    lr_sweep: LrSweep
-    batch_sweep: BatchSweep
-    grid_epochs: params.PositiveInt
-    eval_every: params.PositiveInt          # test-set evaluation every N epochs (and at each sweep's end)
-
-
-# --- run --------------------------------------------------------------------------------------
-
-def run(p: Params, out: Path, models_dir: Path) -> None:
-    device = params.resolve_device(p.device)
-    train_all, test = data.load(p.dataset)
-    train, test = train_all.head(p.train_size).to(device), test.head(p.test_size).to(device)
-    sizes = [train.x[0].numel(), *p.hidden, 10]
-    sweeps = [
-        lr_batch.Sweep("lr", [(lr, p.lr_sweep.batch_size, s) for lr in p.lrs for s in p.seeds],
-                      p.lr_sweep.epochs),
-        lr_batch.Sweep("batch", [(p.batch_sweep.lr, b, s) for b in p.batch_sizes for s in p.seeds],
-                      p.batch_sweep.epochs),
-        lr_batch.Sweep("grid", [(lr, b, s) for lr in p.lrs for b in p.batch_sizes for s in p.seeds],
-                      p.grid_epochs),
-    ]
-    runs = lr_batch.plan(sweeps, p.eval_every)
-    print(f"sweep: {sum(len(s.runs) for s in sweeps)} rows from {len(runs)} distinct runs "
-          f"on {len(train)} train / {len(test)} test images")
-    curves = outputs.Curves()
-    def callback(key, epoch, metrics):
-        curves.callback(f"lr{key[0]:g}_b{key[1]}_s{key[2]}")(epoch, metrics)
-
-    results, _ = lr_batch.train_runs(runs, lambda seed: models.seeded(seed, models.mlp, sizes).to(device),
-                                    train, test, momentum=p.momentum, callback=callback)
-    curves.write(out / "curves.csv")
-    df = pd.DataFrame([lr_batch.row(sw.name, key, sw.epochs, results[key])
-                       for sw in sweeps for key in sw.runs])
-    outputs.write_results(out, df, ["sweep", "lr", "batch", "seed"])
-
-    grid = df[df["sweep"] == "grid"]
-    cell = grid.groupby(["lr", "batch"])["final_test_acc"].mean()
-    outputs.write_json(out / "metrics.json", {  # headline numbers only: what dvc metrics diff shows
-        "grid_best_test_acc": cell.max(), "diverged_runs": sum(r.diverged for r in results.values())})
-
-    figures.setup()
-    fig_dir = out / "figures"
-    sweep_heatmaps(grid, fig_dir)
-    noise_scale_lines(grid, fig_dir)
-    sweeps_1d(df, fig_dir)
-    if cell.notna().any():
-        print(f"sweep: grid best test acc {cell.max():.4f} at (lr, batch) {cell.idxmax()}")
-
 
 # --- figures ----------------------------------------------------------------------------------
 
 METRIC_LABEL = {"final_train_acc": "train accuracy", "final_test_acc": "test accuracy"}
+
+
+def draw(outputs: Outputs) -> None:
+    df, out = outputs.table(diverged=True), outputs.dir / "figures"  # diverged runs: hatched, counted
+    grid = df[df["sweep"] == "grid"]
+    sweep_heatmaps(grid, out)
+    noise_scale_lines(grid, out)
+    sweeps_1d(df, out)
 
 
 def sweep_heatmaps(grid: pd.DataFrame, out: Path) -> None:
@@ -156,6 +82,7 @@ def section(out: Outputs, refs: dict) -> Section:
     nb = refs["sweep"]
     ref = lambda key: ref_text(refs, "sweep", key)  # noqa: E731
     lrs, bt, grid = (df[df.sweep == s] for s in ("lr", "batch", "grid"))
+    all_grid = out.table(diverged=True).query("sweep == 'grid'")  # the diverged runs too: counted
     at_lr = lambda lr: lrs[np.isclose(lrs.lr, lr)].set_index("seed").final_test_acc  # noqa: E731
     by_lr = lrs.groupby("lr").final_train_acc.mean()
     rows, parts = [], []
@@ -187,7 +114,7 @@ def section(out: Outputs, refs: dict) -> Section:
         rows += [Row(f"grid ({p['grid_epochs']} epochs): best cell's test accuracy (lr, batch)",
                      f"{fmt_series(best, 3)} (lr {blr:g}, batch {bb})", f"{ref('grid_best_test_acc')} "
                      f"(lr {g['lr']:g}, batch {g['batch']})"),
-                 Row("grid: runs diverged", f"{int(grid.diverged.sum())} of {len(grid)}")]
+                 Row("grid: runs diverged", f"{int(all_grid.diverged.sum())} of {len(all_grid)}")]
         parts.append((f"the grid's best cell (the best of {cells.ngroups}, so biased upward) − {g['value']:g}",
                       verdicts.judge_equal(stats.versus(best, g["value"]), ref_value(refs, "sweep", "grid_best_margin"))))
     return Section(

@@ -1,31 +1,14 @@
-"""E3 regularization: the MLP 784-300-100-10 with and without each regularizer.
-
-Data: the 75/25 train/validation split of the train set (``split_seed``),
-standardised per pixel with the train split's statistics; the test set the
-same way. Every variant listed in ``variants`` is trained for each seed with
-its validation curve logged; an MC-dropout variant trains nothing: it
-evaluates the trained model of the variant it names (``mc_dropout_of``) with
-dropout active, averaging the class probabilities over ``mc_passes`` passes.
-
-Columns of results.csv, per variant and seed: ``test_acc``, ``best_val_acc``
-(and its epoch), ``final_val_acc``, ``train_acc`` (eval mode, after the last
-epoch) and ``gap`` = train_acc - final_val_acc. For an MC variant the curve
-columns are those of the model it reuses and ``train_acc``/``gap`` are left
-empty (MC inference over the whole train split is not run).
-"""
+"""E3 regularization, compute: train every variant, MC-evaluate, write the tables (see the package doc)."""
 
 from pathlib import Path
 from typing import Annotated, Literal
 
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 import torch
 from pydantic import Field, model_validator
 
-from genstudy import data, figures, models, outputs, params, stats, uncertainty, verdicts
+from genstudy import data, models, outputs, params, uncertainty
 from genstudy.objectives import max_norm, penalized
-from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
 from genstudy.training import evaluate, fit, make_optimizer
 
 # --- params -----------------------------------------------------------------------------------
@@ -34,6 +17,8 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 
 
 class Variant(params.Schema):
+    # The one schema with defaults: each field defaults to "off" (plain ReLU/He, no penalty, no
+    # dropout, no max-norm, trained), so a variant in params.yaml lists only what it turns on.
     activation: Literal["relu", "selu"] = "relu"
     init: Literal[models.INITS] = "he_normal"  # type: ignore[valid-type]
     l1: NonNegFloat = 0.0                 # l1 * sum|W| over every kernel (not biases)
@@ -45,14 +30,14 @@ class Variant(params.Schema):
 
 
 class Params(params.Experiment):
-    val_fraction: params.Fraction = 0.25
-    split_seed: Annotated[int, Field(ge=0)] = 42
-    train_size: params.PositiveInt | None = None  # first N of the train split; null: all
-    val_size: params.PositiveInt | None = None    # first N of the validation split; null: all
-    test_size: params.PositiveInt | None = None   # first N test images; null: all 10,000
-    sizes: Annotated[list[params.PositiveInt], Field(min_length=2)] = [784, 300, 100, 10]
+    val_fraction: params.Fraction
+    split_seed: Annotated[int, Field(ge=0)]
+    train_size: params.PositiveInt | None  # first N of the train split; null: all
+    val_size: params.PositiveInt | None    # first N of the validation split; null: all
+    test_size: params.PositiveInt | None   # first N test images; null: all 10,000
+    sizes: Annotated[list[params.PositiveInt], Field(min_length=2)]  # the MLP's layer widths
     training: params.Training
-    mc_passes: params.PositiveInt = 100
+    mc_passes: params.PositiveInt
     variants: Annotated[list[str], Field(min_length=1)]
     definitions: dict[str, Variant]
 
@@ -77,6 +62,9 @@ class Params(params.Experiment):
 
 
 # --- run --------------------------------------------------------------------------------------
+
+ENTROPY_COLUMNS = ["seed", "method", "entropy", "correct"]
+
 
 def build(v: Variant, sizes: list[int]) -> torch.nn.Sequential:
     return models.mlp(sizes, activation=v.activation, dropout=v.dropout,
@@ -165,86 +153,11 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     curves_df = pd.concat(curves, ignore_index=True)
     outputs.write_results(out, df, ["variant", "seed"])
     outputs.write_table(out / "curves.csv", curves_df)
-    mean = df.groupby("variant", sort=False)[["test_acc", "gap"]].mean()
+    # Per test example, MC and plain: the entropy figure's data (no rows without an MC variant).
+    outputs.write_table(out / "mc_entropy.csv", pd.concat(entropies, ignore_index=True) if entropies
+                        else pd.DataFrame(columns=ENTROPY_COLUMNS))
+    ok = outputs.converged(df)  # the runs the report uses
+    mean = ok.groupby("variant", sort=False)[["test_acc", "gap"]].mean()
     outputs.write_json(out / "metrics.json", {  # headline numbers only: what dvc metrics diff shows
         "none_test_acc": mean.test_acc.get("none"), "none_gap": mean.gap.get("none"),
-        "best_test_acc": mean.test_acc.max()})
-    figures.setup()
-    if "val_acc" in curves_df:  # some run finished an epoch
-        plot_curves(curves_df, out / "figures")
-    plot_summary(df, out / "figures")
-    if entropies:
-        plot_entropy(pd.concat(entropies, ignore_index=True), p.mc_passes, out / "figures")
-
-
-# --- figures ----------------------------------------------------------------------------------
-
-def plot_curves(curves: pd.DataFrame, fig_dir: Path) -> None:
-    long = curves.melt(id_vars=["variant", "seed", "epoch"], value_vars=["train_acc", "val_acc"],
-                       var_name="curve", value_name="accuracy")
-    long["curve"] = long["curve"].map({"train_acc": "train (running, regularized)",
-                                       "val_acc": "validation"})
-    g = sns.relplot(data=long, x="epoch", y="accuracy", hue="curve", col="variant", col_wrap=3,
-                    kind="line", errorbar="sd", height=3.2, aspect=1.3)
-    g.set_axis_labels("epoch", "accuracy").set_titles("{col_name}")
-    g.figure.suptitle("E3: train and validation accuracy per variant (mean ± sd over seeds)", y=1.03)
-    figures.save(g.figure, fig_dir, "val_curves")
-
-
-def plot_summary(df: pd.DataFrame, fig_dir: Path) -> None:
-    """Test accuracy and train − validation gap per variant: mean and 95 % CI over seeds, dots = seeds."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.55 * df.variant.nunique() + 1.8), sharey=True)
-    order = list(dict.fromkeys(df.variant))
-    for ax, col, label in ((axes[0], "test_acc", "test accuracy"),
-                           (axes[1], "gap", "train − validation accuracy (eval mode)")):
-        sns.stripplot(data=df, y="variant", x=col, order=order, color="0.55", size=5, ax=ax)
-        sns.pointplot(data=df, y="variant", x=col, order=order, errorbar=("ci", 95), color="C0",
-                      linestyle="none", capsize=0.3, ax=ax)
-        ax.set(ylabel="", xlabel=label)
-    axes[0].set_title("final test accuracy")
-    axes[1].set_title("generalization gap after the last epoch")
-    fig.suptitle("E3: mean and 95 % CI over seeds (grey dots: one seed each)", y=1.02)
-    fig.tight_layout()
-    figures.save(fig, fig_dir, "test_acc_gap")
-
-
-def plot_entropy(ent: pd.DataFrame, passes: int, fig_dir: Path) -> None:
-    ent = ent.assign(prediction=ent.correct.map({True: "correct", False: "wrong"}),
-                     method=ent.method.map({"plain": "dropout off (one pass)",
-                                            "mc": f"MC dropout ({passes} passes)"}))
-    g = sns.displot(data=ent, x="entropy", hue="prediction", col="method", kind="hist",
-                    stat="density", common_norm=False, element="step", bins=40, height=3.5, aspect=1.3)
-    g.set_axis_labels("predictive entropy (nats)", "density").set_titles("{col_name}")
-    g.figure.suptitle("E3: uncertainty of correct vs wrong test predictions (all seeds)", y=1.04)
-    figures.save(g.figure, fig_dir, "mc_entropy")
-
-
-# --- report -----------------------------------------------------------------------------------
-
-def section(out: Outputs, refs: dict) -> Section:
-    df = out.table()
-    by_seed = lambda v, col: df[df.variant == v].set_index("seed")[col]  # noqa: E731  (seeds pair)
-    rows, parts = [], []
-    for v, g in df.groupby("variant", sort=False):
-        ref = ref_text(refs, "regularization", "dropout_test_acc") + " (2 epochs)" if v == "dropout" else ""
-        gap = fmt_series(g.gap, 3) if g.gap.notna().any() else "—"
-        rows.append(Row(f"{v}: test accuracy / best validation accuracy / train − validation gap",
-                        f"{fmt_series(g.test_acc, 3)} / {fmt_series(g.best_val_acc, 3)} / {gap}", ref))
-        if v != "none" and g.gap.notna().any():  # an MC variant has no gap of its own
-            parts.append((f"{v} narrows the gap of none",
-                          verdicts.judge(stats.paired(by_seed(v, "gap"), by_seed("none", "gap")), -1,
-                                      ref_value(refs, "regularization", "min_gap_effect"))))
-        if v != "none":
-            diff = stats.paired(by_seed(v, "test_acc"), by_seed("none", "test_acc"))
-            rows.append(Row(f"{v}: test accuracy − none's", diff.text("paired by seed")))
-    mc = df[df.trained_as != df.variant]
-    if len(mc) and "mc_entropy_correct" in mc:
-        rows.append(Row("MC dropout: predictive entropy, correct / wrong predictions (nats)",
-                        f"{fmt_series(mc.mc_entropy_correct, 3)} / {fmt_series(mc.mc_entropy_wrong, 3)}"))
-    p = out.params
-    size = "the whole train split" if p["train_size"] is None else f"the first {p['train_size']:,} images of the train split"
-    return Section(
-        "regularization", "E3 Regularization",
-        "How much do L1/L2 penalties, dropout, MC dropout, SELU with AlphaDropout and max-norm "
-        f"change over-fitting of an MLP {'-'.join(map(str, p['sizes']))}, trained "
-        f"{p['training']['epochs']} epochs on {size}?", rows, verdict(parts))
+        "best_test_acc": mean.test_acc.max(), "diverged_runs": len(df) - len(ok)})

@@ -1,0 +1,79 @@
+"""E1b Keskar's F1, presentation: figures and report section from the compute stage's tables."""
+
+import seaborn as sns
+
+from genstudy import figures, stats, verdicts
+from genstudy.report import Outputs, Row, Section, fmt_series, ref_value, verdict
+
+# How a data set is named in prose (the report), by its params name.
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
+ARMS = ("SB", "LB")
+
+
+# --- figures
+
+def draw(outputs: Outputs) -> None:
+    df, out = outputs.table("results.csv", diverged=True), outputs.dir / "figures"
+    cols = [c for c in df.columns if c.startswith("sharpness_lbfgsb_") or c.startswith("sharpness_ascent_")]
+    long = df.melt(id_vars=["arm", "batch_size", "seed"], value_vars=cols, value_name="sharpness")
+    long["method"] = long.variable.str.split("_").str[1].map({"lbfgsb": "L-BFGS-B", "ascent": "sign ascent"})
+    long["eps"] = "eps " + long.variable.str.split("_").str[2]
+    long["arm"] = long.arm + " (batch " + long.batch_size.astype(str) + ")"
+    # log scale: LB and SB may differ by orders of magnitude; 0 (no increase found) drawn at 1e-3
+    long["sharpness"] = long.sharpness.clip(lower=1e-3)
+    g = sns.catplot(long, x="arm", y="sharpness", hue="method", col="eps", kind="strip", dodge=True,
+                    size=6, alpha=0.8, height=4, aspect=1.1, log_scale=True)
+    for ax, (_, sub) in zip(g.axes.flat, long.groupby("eps", sort=False)):
+        sns.pointplot(sub, x="arm", y="sharpness", hue="method", dodge=0.4, errorbar=None, markers="_",
+                      markersize=25, linestyle="none", palette=["0.2", "0.2"], legend=False, ax=ax)
+    g.set_titles("{col_name}")
+    g.set_axis_labels("", "Keskar sharpness (%, log scale)")
+    g.legend.set_title("maximiser")
+    g.figure.suptitle("F1: sharpness of small- vs large-batch minima (dots = seeds, bar = mean)", y=1.04)
+    figures.save(g.figure, out, "sharpness")
+
+
+# --- report
+
+def _ref(refs: dict, key: str, digits: int = 2) -> str:
+    r = (refs.get("keskar") or {}).get(key)
+    if not r or r.get("value") is None:
+        return ""
+    return f"{r['value']:.{digits}f}" + (f" ± {r['std']:.{digits}f}" if r.get("std") is not None else "")
+
+
+def section(out: Outputs, refs: dict) -> Section:
+    df = out.table()
+    first = df.iloc[0]
+    name = DATASET_NAMES.get(first.dataset, first.dataset)
+    eps_keys = [c.removeprefix("sharpness_lbfgsb_") for c in df.columns if c.startswith("sharpness_lbfgsb_")]
+    arms = {a: df[df.arm == a] for a in ARMS}
+    rows = []
+    for a, g in arms.items():
+        lab, low = f"{a} (batch {g.batch_size.iloc[0]:,})", a.lower()
+        rows += [Row(f"{lab}: train accuracy (%)", fmt_series(100 * g.train_acc, 2), _ref(refs, f"train_acc_{low}")),
+                 Row(f"{lab}: test accuracy (%)", fmt_series(100 * g.test_acc, 2), _ref(refs, f"test_acc_{low}")),
+                 Row(f"{lab}: generalization gap (train - test, points)", fmt_series(100 * g.gap, 2)),
+                 Row(f"{lab}: epochs to the criterion (reached by {int(g.reached.sum())} of {len(g)})",
+                     fmt_series(g.epochs, 1))]
+        for k in eps_keys:
+            rows += [Row(f"{lab}: sharpness eps {k}, L-BFGS-B", fmt_series(g[f"sharpness_lbfgsb_{k}"], 2),
+                         _ref(refs, f"sharpness_{low}_eps{k}")),
+                     Row(f"{lab}: sharpness eps {k}, sign ascent (cross-check)",
+                         fmt_series(g[f"sharpness_ascent_{k}"], 2))]
+    sb, lb = arms["SB"], arms["LB"]
+    # The paper's claims, each LB against SB over independent seeds (different batch orders, so
+    # the seeds do not pair): LB's minima are sharper, and LB generalizes worse.
+    parts = [(f"LB − SB sharpness at eps {k} (L-BFGS-B, %)",
+              verdicts.judge(stats.welch(lb[f"sharpness_lbfgsb_{k}"], sb[f"sharpness_lbfgsb_{k}"]), +1,
+                          ref_value(refs, "keskar", "min_sharpness_effect"))) for k in eps_keys]
+    parts.append(("LB − SB test accuracy", verdicts.judge(stats.welch(lb.test_acc, sb.test_acc), -1,
+                                                      ref_value(refs, "keskar", "min_accuracy_effect"))))
+    notes = [f"Data set: {name}" + ("" if first.dataset == "mnist" else ", where Keskar et al. used MNIST") +
+             f"; {int(first.train_size):,} training images, sharpness evaluated on the first "
+             f"{int(first.sharpness_size):,} of them (the paper: the whole training set)."]
+    return Section("keskar", "E1b Keskar's F1: sharp minima of large batches",
+                   "Do large batches converge to sharper minima than small ones, and generalize worse, "
+                   "with Keskar et al.'s own network F1 (5 x 512 with batch norm, Adam, SB 256 vs LB "
+                   "10 % of the data), both trained to the same training accuracy?",
+                   rows, verdict(parts, " ".join(notes)))

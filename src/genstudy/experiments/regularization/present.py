@@ -1,0 +1,94 @@
+"""E3 regularization, presentation: figures and report section from the compute stage's tables."""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from genstudy import figures, stats, verdicts
+from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_value, verdict
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def draw(outputs: Outputs) -> None:
+    df, curves = outputs.table(diverged=True), outputs.table("curves.csv")
+    fig_dir = outputs.dir / "figures"
+    if "val_acc" in curves:  # some run finished an epoch
+        plot_curves(curves, fig_dir)
+    plot_summary(df, fig_dir)
+    entropies = outputs.table("mc_entropy.csv")
+    if len(entropies):  # an MC variant evaluated some model
+        plot_entropy(entropies, outputs.params["mc_passes"], fig_dir)
+
+
+def plot_curves(curves: pd.DataFrame, fig_dir: Path) -> None:
+    long = curves.melt(id_vars=["variant", "seed", "epoch"], value_vars=["train_acc", "val_acc"],
+                       var_name="curve", value_name="accuracy")
+    long["curve"] = long["curve"].map({"train_acc": "train (running, regularized)",
+                                       "val_acc": "validation"})
+    g = sns.relplot(data=long, x="epoch", y="accuracy", hue="curve", col="variant", col_wrap=3,
+                    kind="line", errorbar="sd", height=3.2, aspect=1.3)
+    g.set_axis_labels("epoch", "accuracy").set_titles("{col_name}")
+    g.figure.suptitle("E3: train and validation accuracy per variant (mean ± sd over seeds)", y=1.03)
+    figures.save(g.figure, fig_dir, "val_curves")
+
+
+def plot_summary(df: pd.DataFrame, fig_dir: Path) -> None:
+    """Test accuracy and train − validation gap per variant: mean and 95 % CI over seeds, dots = seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.55 * df.variant.nunique() + 1.8), sharey=True)
+    order = list(dict.fromkeys(df.variant))
+    for ax, col, label in ((axes[0], "test_acc", "test accuracy"),
+                           (axes[1], "gap", "train − validation accuracy (eval mode)")):
+        sns.stripplot(data=df, y="variant", x=col, order=order, color="0.55", size=5, ax=ax)
+        sns.pointplot(data=df, y="variant", x=col, order=order, errorbar=("ci", 95), color="C0",
+                      linestyle="none", capsize=0.3, ax=ax)
+        ax.set(ylabel="", xlabel=label)
+    axes[0].set_title("final test accuracy")
+    axes[1].set_title("generalization gap after the last epoch")
+    fig.suptitle("E3: mean and 95 % CI over seeds (grey dots: one seed each)", y=1.02)
+    fig.tight_layout()
+    figures.save(fig, fig_dir, "test_acc_gap")
+
+
+def plot_entropy(ent: pd.DataFrame, passes: int, fig_dir: Path) -> None:
+    ent = ent.assign(prediction=ent.correct.map({True: "correct", False: "wrong"}),
+                     method=ent.method.map({"plain": "dropout off (one pass)",
+                                            "mc": f"MC dropout ({passes} passes)"}))
+    g = sns.displot(data=ent, x="entropy", hue="prediction", col="method", kind="hist",
+                    stat="density", common_norm=False, element="step", bins=40, height=3.5, aspect=1.3)
+    g.set_axis_labels("predictive entropy (nats)", "density").set_titles("{col_name}")
+    g.figure.suptitle("E3: uncertainty of correct vs wrong test predictions (all seeds)", y=1.04)
+    figures.save(g.figure, fig_dir, "mc_entropy")
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def section(out: Outputs, refs: dict) -> Section:
+    df = out.table()
+    by_seed = lambda v, col: df[df.variant == v].set_index("seed")[col]  # noqa: E731  (seeds pair)
+    rows, parts = [], []
+    for v, g in df.groupby("variant", sort=False):
+        ref = ref_text(refs, "regularization", "dropout_test_acc") + " (2 epochs)" if v == "dropout" else ""
+        gap = fmt_series(g.gap, 3) if g.gap.notna().any() else "—"
+        rows.append(Row(f"{v}: test accuracy / best validation accuracy / train − validation gap",
+                        f"{fmt_series(g.test_acc, 3)} / {fmt_series(g.best_val_acc, 3)} / {gap}", ref))
+        if v != "none" and g.gap.notna().any():  # an MC variant has no gap of its own
+            parts.append((f"{v} narrows the gap of none",
+                          verdicts.judge(stats.paired(by_seed(v, "gap"), by_seed("none", "gap")), -1,
+                                      ref_value(refs, "regularization", "min_gap_effect"))))
+        if v != "none":
+            diff = stats.paired(by_seed(v, "test_acc"), by_seed("none", "test_acc"))
+            rows.append(Row(f"{v}: test accuracy − none's", diff.text("paired by seed")))
+    mc = df[df.trained_as != df.variant]
+    if len(mc) and "mc_entropy_correct" in mc:
+        rows.append(Row("MC dropout: predictive entropy, correct / wrong predictions (nats)",
+                        f"{fmt_series(mc.mc_entropy_correct, 3)} / {fmt_series(mc.mc_entropy_wrong, 3)}"))
+    p = out.params
+    size = "the whole train split" if p["train_size"] is None else f"the first {p['train_size']:,} images of the train split"
+    return Section(
+        "regularization", "E3 Regularization",
+        "How much do L1/L2 penalties, dropout, MC dropout, SELU with AlphaDropout and max-norm "
+        f"change over-fitting of an MLP {'-'.join(map(str, p['sizes']))}, trained "
+        f"{p['training']['epochs']} epochs on {size}?", rows, verdict(parts))
