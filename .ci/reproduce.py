@@ -60,8 +60,8 @@ def main(stages: list[str]) -> int:
         if same:
             diff, how = differences(old, new, None), "exactly (the machine that made them)"
         else:
-            tol = committed(f"reports/{stage}/tolerance.json")
-            diff = differences(old, new, tol) if tol else ["no tolerance.json committed for this stage"]
+            tol = committed(f"reports/{stage}/tolerance.json").get("tolerance")
+            diff = differences(old, new, tol) if tol else ["no tolerance committed for this stage"]
             was = ", ".join(f"{k} {old_run.get(k)}" for k in MACHINE)
             how = f"within the recorded seed-spread tolerances (made on: {was}; here: {where})"
         if diff:

@@ -171,14 +171,14 @@ def seed_tolerance(df: pd.DataFrame, headline, sums: tuple[str, ...] = (), z: fl
     each training a different draw: the committed value and a rerun are then two draws of an
     n-seed statistic, whose difference has sd ``sd_seed * sqrt(2 / n)`` for a metric that averages
     over seeds, ``sd_seed * sqrt(2 n)`` for one that sums (``sums``). Each tolerance is at least
-    1e-4 + 1e-3 |value| (float rounding). {} with fewer than two seeds: no spread to go by."""
+    1e-4 + 1e-3 |value| (float rounding). Returns ``{"seeds": n, "z": z, "tolerance": {metric:
+    value}}``; the tolerance is empty with fewer than two seeds: no spread to go by."""
     import math
     import statistics
     per_seed = [headline(g) for _, g in df.groupby("seed")]
-    n, whole = len(per_seed), headline(df)
+    n, whole, out = len(per_seed), headline(df), {}
     if n < 2:
-        return {}
-    out = {}
+        return {"seeds": n, "z": z, "tolerance": out}
     for key, value in whole.items():
         vals = [m[key] for m in per_seed if m.get(key) is not None and math.isfinite(m[key])]
         if value is None or not math.isfinite(value):
@@ -186,4 +186,4 @@ def seed_tolerance(df: pd.DataFrame, headline, sums: tuple[str, ...] = (), z: fl
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
         factor = math.sqrt(2 * n) if key in sums else math.sqrt(2 / n)
         out[key] = max(z * sd * factor, 1e-4 + 1e-3 * abs(value))
-    return out
+    return {"seeds": n, "z": z, "tolerance": out}

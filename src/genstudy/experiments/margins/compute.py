@@ -86,10 +86,18 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
               f"flipped {row['flipped_share']:.3f}")
     df = pd.DataFrame(rows)
     outputs.write_results(out, df, ["lr", "batch", "seed"])
-    ok = outputs.converged(df)  # the runs the report uses
+    outputs.write_json(out / "metrics.json", headline(df))
+    # how far each metric may move on another machine (.ci/reproduce.py)
+    outputs.write_json(out / "tolerance.json", outputs.seed_tolerance(
+        df, headline, sums=("models_fitted", "diverged_runs")))
+
+
+def headline(df: pd.DataFrame) -> dict:
+    """The headline numbers (what dvc metrics diff shows), over the fitted models that did not
+    diverge."""
+    ok = outputs.converged(df)
     fitted = ok[ok["fitted"] & ok["margin_mean"].notna()]
-    outputs.write_json(out / "metrics.json", {  # headline numbers only, over the fitted models
-        "models_fitted": len(fitted), "margin_min": fitted["margin_mean"].min(),
-        "margin_max": fitted["margin_mean"].max(),
-        "corr_margin_test_acc": fitted["margin_mean"].corr(fitted["test_acc"]) if len(fitted) > 2 else None,
-        "diverged_runs": len(df) - len(ok)})
+    return {"models_fitted": len(fitted), "margin_min": fitted["margin_mean"].min(),
+            "margin_max": fitted["margin_mean"].max(),
+            "corr_margin_test_acc": fitted["margin_mean"].corr(fitted["test_acc"]) if len(fitted) > 2 else None,
+            "diverged_runs": len(df) - len(ok)}

@@ -66,12 +66,19 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
                        for sw in sweeps for key in sw.runs])
     outputs.write_results(out, df, ["sweep", "lr", "batch", "seed"])
 
-    ok = outputs.converged(df)  # the runs the report uses
+    outputs.write_json(out / "metrics.json", headline(df))
+    # how far each metric may move on another machine (.ci/reproduce.py)
+    outputs.write_json(out / "tolerance.json", outputs.seed_tolerance(df, headline, sums=("diverged_runs",)))
+    cell = outputs.converged(df).query("sweep == 'grid'").groupby(["lr", "batch"])["final_test_acc"].mean()
+    if cell.notna().any():
+        print(f"sweep: grid best test acc {cell.max():.4f} at (lr, batch) {cell.idxmax()}")
+
+
+def headline(df: pd.DataFrame) -> dict:
+    """The headline numbers (what dvc metrics diff shows), over the runs that did not diverge."""
+    ok = outputs.converged(df)
     cell = ok[ok["sweep"] == "grid"].groupby(["lr", "batch"])["final_test_acc"].mean()
     # A distinct run (lr, batch, seed) that diverged: its row of the longest sweep holding it,
     # which reads it to the end, says so (a shorter sweep's row may read it before it diverged).
     diverged = df[df["diverged"]][["lr", "batch", "seed"]].drop_duplicates()
-    outputs.write_json(out / "metrics.json", {  # headline numbers only: what dvc metrics diff shows
-        "grid_best_test_acc": cell.max(), "diverged_runs": len(diverged)})
-    if cell.notna().any():
-        print(f"sweep: grid best test acc {cell.max():.4f} at (lr, batch) {cell.idxmax()}")
+    return {"grid_best_test_acc": cell.max(), "diverged_runs": len(diverged)}
