@@ -45,7 +45,10 @@ def stale(status: dict) -> dict[str, list[str]]:
 
 
 def main() -> int:
-    proc = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
+    if proc.returncode:
+        print(f"current: `dvc status` failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return 1
     found = stale(json.loads(proc.stdout or "{}"))
     allowed_file = Path(".ci/stale-stages")
     allowed = {ln.split("#")[0].strip() for ln in allowed_file.read_text().splitlines()} - {""} \

@@ -92,3 +92,23 @@ def test_a_figure_saves_to_the_same_bytes_without_version_or_date(tmp_path, fmt)
     a = (tmp_path / f"a.{fmt}").read_bytes()
     assert a == (tmp_path / f"b.{fmt}").read_bytes()
     assert matplotlib.__version__.encode() not in a  # a new matplotlib alone changes no output
+
+
+def test_seed_tolerance_scales_the_seed_spread_of_each_metric():
+    import math
+
+    import pandas as pd
+
+    from genstudy.outputs import seed_tolerance
+    df = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "acc": [0.8, 0.8, 0.7, 0.7, 0.9, 0.9],
+                       "fitted": [1, 0, 1, 1, 1, 1]})
+
+    def headline(d):
+        return {"acc": d.acc.mean(), "fitted": int(d.fitted.sum()), "same": 1.0}
+    tol = seed_tolerance(df, headline, sums=("fitted",))
+    assert tol["seeds"] == 3 and tol["z"] == 4.0
+    sd_acc, sd_fitted = 0.1, math.sqrt(1 / 3)  # per seed: acc 0.8/0.7/0.9, fitted 1/2/2
+    assert math.isclose(tol["tolerance"]["acc"], 4 * sd_acc * math.sqrt(2 / 3))
+    assert math.isclose(tol["tolerance"]["fitted"], 4 * sd_fitted * math.sqrt(6))
+    assert tol["tolerance"]["same"] == 1e-4 + 1e-3  # no spread: float rounding only
+    assert seed_tolerance(df[df.seed == 0], headline)["tolerance"] == {}  # one seed: no spread

@@ -1,0 +1,46 @@
+"""CI's own checks: what counts as a stale stage, and how a rerun's metrics are compared."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / ".ci" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+current, reproduce = _load("current"), _load("reproduce")
+
+
+def test_changed_code_or_params_is_stale_but_absent_files_are_not():
+    status = {  # the shapes `dvc status --json` gives
+        "flatness": [{"changed deps": {"src/genstudy/experiments/flatness/compute.py": "modified",
+                                       "data/raw": "deleted"}}],
+        "sweep": [{"changed deps": {"params.yaml": {"sweep.lrs": "modified"}}}],
+        "present-sweep": [{"changed deps": {"references.yaml": {"sweep": "modified"}}}],
+        "baselines": [{"changed deps": {"data/raw": "deleted"}}, {"changed outs": {"models/baselines": "not in cache"}}],
+        "report": ["changed command"],
+        "dvc.yaml:margins": [{"changed outs": {"reports/margins/results.csv": "modified"}}],
+    }
+    assert current.stale(status) == {
+        "flatness": ["changed deps: src/genstudy/experiments/flatness/compute.py modified"],
+        "sweep": ["changed deps: params.yaml sweep.lrs modified"],
+        "present-sweep": ["changed deps: references.yaml sweep modified"],
+        "report": ["changed command"],
+    }
+
+
+def test_metrics_compare_exactly_on_the_same_machine_and_within_tolerance_elsewhere():
+    old, new = {"acc": 0.80, "n": 38, "corr": None}, {"acc": 0.81, "n": 39, "corr": None}
+    assert reproduce.differences(old, old, None) == []
+    assert len(reproduce.differences(old, new, None)) == 2  # exact: both differ
+    assert reproduce.differences(old, new, {"acc": 0.02, "n": 2}) == []
+    assert reproduce.differences(old, new, {"acc": 0.005, "n": 2}) == [
+        "acc: committed 0.8, now 0.81 (differs by +0.01, tolerance 0.005)"]
+    assert reproduce.differences(old, new, {"acc": 0.02}) == ["n: no tolerance recorded for it (committed 38, now 39)"]
