@@ -14,11 +14,9 @@ from pathlib import Path
 import yaml
 
 from . import verdicts
+from .cli import NAMES
 from .outputs import REPORTS, atomic_path, write_json
 from .report import Outputs, Section
-
-NAMES = ("baselines", "flatness", "keskar", "gradient_loss", "regularization", "transfer", "sweep",
-         "margins", "probes")  # = genstudy.experiments.NAMES (a test keeps them equal)
 
 
 def profile_overrides(runs: dict[str, dict]) -> list[tuple[str, object, object]]:
