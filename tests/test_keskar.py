@@ -125,7 +125,7 @@ def test_run_writes_its_outputs_and_the_section_reads_them(tmp_path, monkeypatch
                      sharpness_size=100, threads=None)
     out = tmp_path / "keskar"
     compute.run(p, out, tmp_path / "models")
-    present.draw(Outputs(tmp_path, "keskar"))
+    present.draw(Outputs(tmp_path, "keskar"), {})
     df = Outputs(tmp_path, "keskar").table()
     assert len(df) == 4 and set(df.arm) == {"SB", "LB"} and set(df.batch_size) == {256, 150}
     assert (df[[c for c in df if c.startswith("sharpness_")]] >= 0).all().all()

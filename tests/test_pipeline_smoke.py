@@ -156,10 +156,10 @@ def test_a_change_of_wording_or_threshold_reruns_presentation_only(smoke_repo):
         assert "Do large batches find sharp minima" in old_present
         present.write_text(old_present.replace("Do large batches find sharp minima",
                                                "Do large batches really find sharp minima"))
-        assert "accuracy_margin: {value: 0.01," in old_refs
-        refs.write_text(old_refs.replace("accuracy_margin: {value: 0.01,", "accuracy_margin: {value: 0.02,"))
+        assert "min_gain: {value: 0.05," in old_refs
+        refs.write_text(old_refs.replace("min_gain: {value: 0.05,", "min_gain: {value: 0.06,"))
         stale = json.loads(_run(["dvc", "status", "--json"], smoke_repo, env).stdout)
-        assert set(stale) == {"present-flatness", "present-baselines"}, stale  # the report follows them
+        assert set(stale) == {"present-flatness", "present-transfer"}, stale  # the report follows them
         t0 = time.perf_counter()
         _run(["dvc", "repro"], smoke_repo, env)
         took = time.perf_counter() - t0

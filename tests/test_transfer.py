@@ -123,7 +123,7 @@ def test_run_writes_its_outputs_and_the_section_reads_them(tmp_path, monkeypatch
     assert len(list((tmp_path / "models").glob("*.pt"))) == 6
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["diverged_runs"] == 0 and {"scratch_test_acc", "transferred_test_acc", "gain"} <= set(metrics)
-    present.draw(Outputs(tmp_path, "transfer"))
+    present.draw(Outputs(tmp_path, "transfer"), {})
     assert {f.name for f in (out / "figures").glob("*.png")} == {"arms.png", "learning_curves.png"}
     refs = yaml.safe_load((Path(__file__).resolve().parents[1] / "references.yaml").read_text())
     s = present.section(Outputs(tmp_path, "transfer"), {"transfer": refs["transfer"]})  # its own references only

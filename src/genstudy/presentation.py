@@ -15,7 +15,7 @@ import yaml
 
 from . import experiments, figures, verdicts
 from .outputs import REPORTS, write_json
-from .report import Outputs, Row, Section
+from .report import Outputs, Row, Section, claims
 
 SECTION = "section.json"
 
@@ -49,8 +49,9 @@ def present(name: str, refs_path: Path, reports: Path = REPORTS) -> Section:
     for old in fig_dir.glob("*.png"):  # a figure this code no longer draws must not linger
         old.unlink()
     figures.setup()
-    mod.draw(out)
+    mod.draw(out, refs)
     section = complete(mod.section(out, refs), out)
+    section.claims = claims(refs, name)
     write_json(out.dir / SECTION, section.to_json())
     print(f"present {name}: {section.verdict.splitlines()[0]}")
     return section

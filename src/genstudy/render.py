@@ -81,6 +81,8 @@ def render_html(sections: list[Section], summary: dict) -> str:
              "<a href='#run'>Run summary</a></nav>"]
     for s in sections:
         parts.append(f"<h2 id='{s.stage}'>{e(s.title)}</h2><p>{e(s.question)}</p>")
+        if s.claims:
+            parts.append("<p class='claims'><b>The claim tested:</b> " + "; ".join(map(e, s.claims)) + "</p>")
         parts.append(_verdict_html(s.verdict))
         parts.append(f"<table><tr><th>quantity</th><th>{OURS}</th>"
                      "<th>the notebook / paper reported</th></tr>")
@@ -139,7 +141,10 @@ def render_markdown(sections: list[Section], summary: dict) -> str:
     for s in sections:
         first, *rest = s.verdict.split("\n")
         label, _, tail = first.partition(":")
-        out += [f"## {s.title}", "", s.question, "", f"**Verdict: {label}**{tail}", "",
+        out += [f"## {s.title}", "", s.question, ""]
+        if s.claims:
+            out += ["**The claim tested:** " + "; ".join(s.claims), ""]
+        out += [f"**Verdict: {label}**{tail}", "",
                 *[ln for ln in rest if ln.startswith("- ")], "",
                 *[ln for ln in rest if not ln.startswith("- ")], "",
                 f"| quantity | {OURS} | the notebook / paper reported |",

@@ -33,6 +33,7 @@ class Section:
     question: str
     rows: list[Row]
     verdict: str
+    claims: list[str] = field(default_factory=list)  # the quoted claims the verdict tests (references.yaml)
     figures: list[Path] = field(default_factory=list)  # relative to the reports directory
     params: dict = field(default_factory=dict)
     wall_time_s: float | None = None
@@ -59,14 +60,21 @@ def fmt_series(values, digits: int = 4) -> str:
     return f"{f(s.mean)} ± {f(s.sd)} [{f(s.lo)}, {f(s.hi)}] (n={s.n})"
 
 
-def verdict(parts: list[tuple[str, verdicts.Judgement]], note: str = "") -> str:
+def verdict(parts: list[tuple[str, verdicts.Judgement]], note: str = "", label: str | None = None) -> str:
     """The verdict: its label (verdicts.overall of the parts) on the first line, then one line per
-    part ('- claim: numbers, test, n, interval: label (why)'), then ``note``."""
+    part ('- claim: numbers, test, n, interval: label (why, raw and Holm-adjusted p)'), then ``note``.
+    ``parts``: the experiment's claims judged as one family (verdicts.family); ``label``, where the
+    claim is not simply all of its parts (the caller says how in ``note``)."""
     if not parts:
         return f"{verdicts.INCONCLUSIVE}: {note or 'nothing in this run to test the claim on.'}"
-    label = verdicts.overall([(name, j.label) for name, j in parts])
+    label = label or verdicts.overall([(name, j.label) for name, j in parts])
     lines = [f"{label}:"] + [f"- {j.line(name)}" for name, j in parts] + ([note] if note else [])
     return "\n".join(lines)
+
+
+def claims(refs: dict, stage: str) -> list[str]:
+    """The claims references.yaml quotes for ``stage``, as the report prints them."""
+    return [f"“{c['quote']}” ({c['source']})" for c in (refs.get(stage) or {}).get("claims", [])]
 
 
 def label_of(verdict_text: str) -> str:

@@ -3,18 +3,20 @@
 A verdict is a statistical statement: the claim, the test, n, the interval, the outcome. Seeds are
 the unit of replication, so n counts seeds (or pairs of seeds), never examples. scipy.stats supplies
 the tests and distributions; this module only aligns the data, handles the degenerate cases (NaN,
-too few seeds, zero spread). genstudy.verdicts maps the results onto the report's labels.
+too few seeds, zero spread); statsmodels sizes n by power. genstudy.verdicts maps the results onto
+the report's labels.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.power import TTestIndPower, TTestPower
 
 NAN = math.nan
 
@@ -82,6 +84,7 @@ class Comparison:
     n: int | tuple[int, int]
     sd: float
     dropped: int = 0
+    interval: str = "CI"  # "PI": the interval is a prediction interval for one more run (prediction())
 
     @property
     def n_min(self) -> int:
@@ -99,7 +102,7 @@ class Comparison:
         ``unit``: what n counts, when the pairs are not seeds (e.g. '(batch, seed) pairs')."""
         f = lambda x: f"{x:+.{digits}f}"
         lo, hi = self.ci()
-        ci = f"95 % CI {f(lo)}..{f(hi)}" if self.n_min >= 2 else "no CI"
+        ci = f"95 % {self.interval} {f(lo)}..{f(hi)}" if self.n_min >= 2 else f"no {self.interval}"
         n = " + ".join(map(str, self.n)) if isinstance(self.n, tuple) else str(self.n)
         drop = f", {self.dropped} NaN or unpaired dropped" if self.dropped else ""
         seeds = unit.rstrip("s") if n == "1" and unit.endswith("s") else unit
@@ -112,11 +115,11 @@ def _rounding(*arrays) -> float:
     return 1e-12 * max(float(np.abs(v).max()) for v in arrays)
 
 
-def _flat(test, diff, tol, df, n, dropped) -> Comparison:
+def _flat(test, diff, tol, df, n, dropped, interval="CI") -> Comparison:
     """Zero spread (up to rounding): the difference is certainly nonzero (p 0) or zero (p 1), the
     interval a point; scipy would give NaN and warn."""
     diff = 0.0 if abs(diff) <= tol else diff
-    return Comparison(test, diff, 0.0, df, 0.0 if diff else 1.0, n, 0.0, dropped)
+    return Comparison(test, diff, 0.0, df, 0.0 if diff else 1.0, n, 0.0, dropped, interval)
 
 
 def paired(a, b) -> Comparison:
@@ -175,6 +178,63 @@ def versus(values, reference: float) -> Comparison:
     sd = float(x.std(ddof=1))
     p = float(_quiet(stats.ttest_1samp, x, reference).pvalue)
     return Comparison("one-sample t", diff, sd / math.sqrt(n), n - 1, p, n, sd, dropped)
+
+
+def prediction(values, reference: float) -> Comparison:
+    """Is ``reference``, one run of a notebook, a plausible single draw from our runs' distribution?
+
+    diff = mean(values) - reference, judged against the spread of one new run around our mean:
+    se = sd sqrt(1 + 1/n), df n - 1, p two-sided. Its interval is the 95 % prediction interval for
+    one run, shifted by the reference (the reference lies inside the prediction interval exactly
+    when the interval of diff contains 0). A single run has its own seed-to-seed spread, so a
+    one-sample t against it (versus) treats a random draw as a fixed truth.
+    """
+    x, dropped = _clean(values)
+    n = len(x)
+    diff = float(x.mean() - reference) if n else NAN
+    if n < 2:
+        return Comparison("prediction t", diff, NAN, NAN, NAN, n, NAN, dropped, "PI")
+    tol = _rounding(x, np.array([reference]))
+    if np.ptp(x) <= tol:
+        return _flat("prediction t", diff, tol, n - 1, n, dropped, "PI")
+    sd = float(x.std(ddof=1))
+    se = sd * math.sqrt(1 + 1 / n)
+    p = float(2 * stats.t.sf(abs(diff) / se, n - 1))
+    return Comparison("prediction t", diff, se, n - 1, p, n, sd, dropped, "PI")
+
+
+def trend_over_seeds(df: pd.DataFrame, x: str, y: str, unit: str = "seed") -> Comparison:
+    """A trend tested at the unit of replication: one Spearman rho of ``y`` vs ``x`` per seed (over
+    its levels), then a one-sample t of those rhos against 0, so n counts seeds, not seeds x levels.
+
+    A seed with fewer than 3 levels has no rho (dropped, and counted); one whose y is constant has
+    rho 0. Pooling seeds x levels as independent points would make p far too small.
+    """
+    rhos = [spearman(g[x], g[y]).rho for _, g in df.groupby(unit)]
+    return replace(versus(rhos, 0.0), test="t of per-seed Spearman rho")
+
+
+def seeds_for_power(effect: float, sd: float, alpha: float = 0.05, power: float = 0.8,
+                    alternative: str = "two-sided", two_arms: bool = False) -> int | None:
+    """How many seeds (pairs, or seeds per arm with ``two_arms``) give ``power`` to detect a true
+    difference ``effect`` (> 0) when one unit's difference has spread ``sd`` (statsmodels' t-test
+    power). For two arms ``sd`` is sqrt(sd_a² + sd_b²), as Comparison.sd, so each arm's sd is
+    sd / sqrt 2. None when there is no effect to detect or no spread to size it from; 2 (the
+    fewest a t-test needs) when 2 already give the power."""
+    if not effect > 0 or not sd >= 0 or math.isnan(sd):
+        return None
+    if sd == 0:
+        return 2
+    d = effect / (sd / math.sqrt(2) if two_arms else sd)
+    solver, size = (TTestIndPower(), "nobs1") if two_arms else (TTestPower(), "nobs")
+    if solver.power(d, 2, alpha, alternative=alternative) >= power:
+        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels warns before it returns NaN for a failed solve
+        n = solver.solve_power(effect_size=d, alpha=alpha, power=power, alternative=alternative,
+                               **{size: None})
+    n = float(np.squeeze(n))
+    return None if math.isnan(n) else math.ceil(n)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,18 @@
-"""The report's five labels, and the rules that map a comparison or a trend (genstudy.stats) onto them.
+"""The report's five labels, and the rules that map a claim's test (genstudy.stats) onto them.
 
-A label means the same thing in every experiment: the rules below read only the interval (or p) of
-the test, the claimed direction and the smallest effect worth the name (from references.yaml).
+A label means the same thing in every experiment. Each part of a verdict is a :class:`Claim`, a
+comparison (genstudy.stats) and what is claimed of it:
+
+- :func:`effect`: the difference has a sign (a regularizer narrows the gap, LB is sharper);
+- :func:`equal`: the difference lies within ±margin (as accurate as, near chance);
+- :func:`noninferior`: the difference is not worse than -margin in the claimed direction;
+- :func:`draw`: a notebook's single run is a plausible run of ours (stats.prediction).
+
+Every claim has the p of its own test. An experiment's claims are one family: :func:`family`
+corrects their p for multiplicity with Holm's method (statsmodels' ``multipletests``) before any
+label is given, and each line shows the raw and the adjusted p. Where the data cannot tell, the
+judgement says how many seeds give 80 % power (statsmodels' t-test power), for the effect the claim
+names and for the one observed.
 """
 
 from __future__ import annotations
@@ -10,15 +21,20 @@ import math
 from dataclasses import dataclass
 
 from scipy import stats as st
+from statsmodels.stats.multitest import multipletests
 
-from .stats import Comparison, Trend
+from .stats import Comparison, fmt_p, seeds_for_power
 
 REPRODUCED = "reproduced"            # the claim holds and the test supports it
 PARTLY = "partly reproduced"         # some parts hold; the caller names them
 NOT_REPRODUCED = "not reproduced"    # no effect, and the data rule out an effect of the claimed size
 CONTRADICTED = "contradicted"        # the test supports the opposite
-INCONCLUSIVE = "inconclusive"        # n too small to tell; the judgement says what n would settle it
+INCONCLUSIVE = "inconclusive"        # n too small to tell; the judgement says what n gives 80 % power
 LABELS = (REPRODUCED, PARTLY, NOT_REPRODUCED, CONTRADICTED, INCONCLUSIVE)
+
+ALPHA = 0.05
+POWER = 0.8
+NAN = math.nan
 
 
 def not_a_result(profile: str) -> str:
@@ -26,110 +42,179 @@ def not_a_result(profile: str) -> str:
     return f"not a result: {profile}"
 
 
-
 @dataclass(frozen=True)
 class Judgement:
-    """A label for one result, why, and (when inconclusive) the n that would settle it."""
+    """A label for one claim, why, its raw and Holm-adjusted p, and (when inconclusive) the seeds
+    that give 80 % power for the claimed and for the observed effect."""
     label: str
-    result: Comparison | Trend
-    n_needed: int | None = None
+    result: Comparison
     why: str = ""
+    p: float = NAN
+    p_adj: float = NAN
+    n_claimed: int | None = None
+    n_observed: int | None = None
+    digits: int = 4
 
     @property
     def text(self) -> str:
-        """'not reproduced (the 95 % CI contains 0 and excludes +0.0100)'."""
+        """'not reproduced (the 95 % CI contains 0 and excludes +0.01; t-test p 0.71, Holm ...)'."""
         return f"{self.label} ({self.why})" if self.why else self.label
 
-    def line(self, name: str, **fmt) -> str:
+    def line(self, name: str) -> str:
         """The whole verdict: the result's numbers, then the label sentence."""
-        return f"{self.result.text(name, **fmt)}: {self.text}"
+        return f"{self.result.text(name, self.digits)}: {self.text}"
 
 
-def _n_settling(sd: float, width: float, alpha: float, n: int) -> int:
-    """Smallest m > n at which the t interval 2 t(1-alpha/2, m-1) sd / sqrt(m) is narrower than width."""
-    m = max(n + 1, math.ceil((2 * st.norm.ppf(1 - alpha / 2) * sd / width) ** 2))  # z <= t: a lower bound
-    while 2 * st.t.ppf(1 - alpha / 2, m - 1) * sd / math.sqrt(m) >= width:
-        m += 1
-    return m
+@dataclass(frozen=True)
+class Claim:
+    """What is claimed of a comparison, before the family's correction (build it with effect(),
+    equal(), noninferior() or draw())."""
+    result: Comparison
+    kind: str            # "effect", "equal", "noninferior" or "draw"
+    expect: int = 1      # the claimed direction of the difference (effect, noninferior)
+    bound: float = NAN   # effect: the smallest effect worth the name; equal, noninferior: the margin
+    digits: int = 4
+
+    @property
+    def p(self) -> float:
+        """The p of the claim's own test (NaN below 2 seeds): effect and draw, the two-sided t of the
+        difference; equal, the larger one-sided p of the two tests against ±margin (TOST);
+        noninferior, the one-sided p against -margin in the claimed direction."""
+        c = self.result
+        if c.n_min < 2:
+            return NAN
+        if self.kind in ("effect", "draw"):
+            return c.p
+        if self.kind == "equal":
+            if c.se == 0:
+                return 0.0 if abs(c.diff) < self.bound else 1.0
+            return max(st.t.sf((c.diff + self.bound) / c.se, c.df), st.t.cdf((c.diff - self.bound) / c.se, c.df))
+        if c.se == 0:
+            return 0.0 if self.expect * c.diff > -self.bound else 1.0
+        return float(st.t.sf((self.expect * c.diff + self.bound) / c.se, c.df))
+
+    def judge(self, p_adj: float, m: int, alpha: float = ALPHA) -> Judgement:
+        """The label, with p_adj the family's Holm-adjusted p of this claim among its m tests."""
+        c, make = self.result, lambda label, why, *n: Judgement(
+            label, c, why, self.p, p_adj, *(n or (None, None)), digits=self.digits)
+        if c.n_min < 2:
+            return make(INCONCLUSIVE, "fewer than 2 seeds: no spread to test against")
+        name = {"effect": "t-test", "equal": "equivalence test (TOST)",
+                "noninferior": "non-inferiority t", "draw": "prediction t"}[self.kind]
+        ps = f"{name} {fmt_p(self.p)}, Holm-adjusted {fmt_p(p_adj)} over {m} test{'s' * (m > 1)}"
+        lo, hi = c.ci(1 - alpha)
+        ci = f"the {100 * (1 - alpha):g} % CI"
+        if self.kind == "draw":
+            if p_adj < alpha:
+                return make(NOT_REPRODUCED, f"the notebook's run is not a plausible run of ours: {ps}")
+            return make(REPRODUCED, f"the notebook's run is a plausible run of ours: {ps}")
+        near, far = sorted((self.expect * lo, self.expect * hi))
+        two = isinstance(c.n, tuple)
+        per = " per arm" if two else ""
+        if self.kind == "effect":
+            if p_adj < alpha:
+                side = self.expect * c.diff > 0
+                return make(REPRODUCED if side else CONTRADICTED,
+                            f"the estimate lies {'on the claimed side of' if side else 'against the claim, beyond'} 0: {ps}")
+            bound = f"{self.expect * self.bound:+g}"
+            if far < self.bound:
+                return make(NOT_REPRODUCED, f"{ci} excludes {bound}; {ps}")
+            n = (seeds_for_power(self.bound, c.sd, alpha, POWER, two_arms=two),
+                 seeds_for_power(self.expect * c.diff, c.sd, alpha, POWER, two_arms=two))
+            return make(INCONCLUSIVE, f"cannot tell 0 from {bound}: {ps}; {_power(n, f'the claimed {bound}', c.diff, per)}", *n)
+        band = f"±{self.bound:g}"
+        if self.kind == "equal":
+            if p_adj < alpha:
+                return make(REPRODUCED, f"within {band}: {ps}")
+            if hi < -self.bound or lo > self.bound:
+                return make(NOT_REPRODUCED, f"{ci} lies outside {band}; {ps}")
+            # TOST's power at a true difference delta: about a one-sided t at margin - |delta|; at
+            # delta 0 both one-sided tests share the miss rate, so each needs power 1 - (1 - POWER) / 2
+            n = (seeds_for_power(self.bound, c.sd, alpha, 1 - (1 - POWER) / 2, "larger", two),
+                 seeds_for_power(self.bound - abs(c.diff), c.sd, alpha, POWER, "larger", two))
+            return make(INCONCLUSIVE, f"{ci} straddles {band}: {ps}; {_power(n, 'a difference of 0', c.diff, per)}", *n)
+        worse = f"{-self.expect * self.bound:+g}"  # noninferior
+        if p_adj < alpha:
+            return make(REPRODUCED, f"not worse than {worse}: {ps}")
+        if far < -self.bound:
+            return make(NOT_REPRODUCED, f"{ci} lies beyond {worse}, worse than the margin; {ps}")
+        n = (seeds_for_power(self.bound, c.sd, alpha, POWER, "larger", two),
+             seeds_for_power(self.bound + self.expect * c.diff, c.sd, alpha, POWER, "larger", two))
+        return make(INCONCLUSIVE, f"{ci} reaches below {worse}: {ps}; {_power(n, 'a difference of 0', c.diff, per)}", *n)
 
 
-def judge(c: Comparison, expect: int, min_effect: float, alpha: float = 0.05) -> Judgement:
-    """Judge the claim 'a - b has the sign expect (+1 or -1)' by the (1 - alpha) interval of the difference.
+def _power(n: tuple[int | None, int | None], claimed: str, observed: float, per: str) -> str:
+    """'about 12 seeds give 80 % power for the claimed +0.01 (4 at the observed +0.05)'."""
+    first = (f"about {n[0]} seeds{per} give {100 * POWER:g} % power for {claimed}" if n[0]
+             else f"no n gives power for {claimed} at this spread")
+    return first + (f" ({n[1]} at the observed {observed:+.3g})" if n[1]
+                    else " (none at the observed difference)")
 
-    reproduced: the interval lies on the expected side of 0; contradicted: on the other side;
-    not reproduced: it contains 0 but excludes an effect of min_effect (> 0) in the expected
-    direction; inconclusive otherwise, or with fewer than 2 seeds (pairs, or seeds in an arm).
-    n_needed (inconclusive only) is the smallest n (pairs, or seeds per arm for Welch) at which,
-    with the observed sd, the interval is narrower than min_effect: it can then no longer contain
-    both 0 and min_effect, so any outcome is decisive. This asks more than 80 % power to detect
-    min_effect (about twice the n) because it must also settle 'no effect'. It uses df n - 1
-    (for Welch the lower bound of the df with n per arm, so conservative); None below 2 seeds.
-    """
+
+def effect(c: Comparison, expect: int, min_effect: float, digits: int = 4) -> Claim:
+    """'a - b has the sign expect (+1 or -1)'; min_effect (> 0): the smallest effect worth the name.
+
+    reproduced / contradicted: the t-test's Holm-adjusted p < 0.05 with the difference on the
+    claimed / the other side of 0; not reproduced: otherwise, when the 95 % interval excludes an
+    effect of min_effect in the claimed direction; inconclusive otherwise, with the seeds that give
+    80 % power. (Holm corrects the tests of the claims; the bound that makes a null result 'not
+    reproduced' is read from the uncorrected interval.)"""
     if expect not in (1, -1) or not min_effect > 0:
         raise ValueError(f"expect must be +1 or -1 (got {expect}) and min_effect > 0 (got {min_effect})")
-    if c.n_min < 2:
-        return Judgement(INCONCLUSIVE, c, None, "fewer than 2 seeds: no spread to test against")
-    lo, hi = c.ci(1 - alpha)
-    near, far = sorted((expect * lo, expect * hi))
-    ci, side = f"the {100 * (1 - alpha):g} % CI", "above" if expect > 0 else "below"
-    other = "below" if expect > 0 else "above"
-    if near > 0:
-        return Judgement(REPRODUCED, c, None, f"{ci} lies {side} 0")
-    if far < 0:
-        return Judgement(CONTRADICTED, c, None, f"{ci} lies {other} 0, against the claim")
-    effect = f"{expect * min_effect:+g}"
-    if far < min_effect:
-        return Judgement(NOT_REPRODUCED, c, None, f"{ci} contains 0 and excludes {effect}")
-    n = _n_settling(c.sd, min_effect, alpha, c.n_min)
-    per = " per arm" if isinstance(c.n, tuple) else ""
-    return Judgement(INCONCLUSIVE, c, n, f"{ci} contains 0 and {effect}; about {n} seeds{per} would settle it")
+    return Claim(c, "effect", expect, min_effect, digits)
 
 
-def judge_equal(c: Comparison, margin: float, alpha: float = 0.05) -> Judgement:
-    """Judge the claim 'the difference is within ±margin' (two arms alike, or our mean at a notebook's).
+def equal(c: Comparison, margin: float, digits: int = 4) -> Claim:
+    """'the difference lies within ±margin' (two arms alike, our mean at chance).
 
-    reproduced: the (1 - alpha) interval lies inside ±margin; not reproduced: it lies wholly outside
-    (the data rule the claim out); inconclusive otherwise, with the n at which the interval would be
-    narrower than margin (so it can no longer straddle both a value inside and one outside the band).
-    """
+    reproduced: the equivalence test (TOST) has Holm-adjusted p < 0.05; not reproduced: the 95 %
+    interval lies wholly outside ±margin; inconclusive otherwise."""
     if not margin > 0:
         raise ValueError(f"margin must be > 0 (got {margin})")
-    if c.n_min < 2:
-        return Judgement(INCONCLUSIVE, c, None, "fewer than 2 seeds: no spread to test against")
-    lo, hi = c.ci(1 - alpha)
-    ci, band = f"the {100 * (1 - alpha):g} % CI", f"±{margin:g}"
-    if -margin <= lo and hi <= margin:
-        return Judgement(REPRODUCED, c, None, f"{ci} lies within {band}")
-    if hi < -margin or lo > margin:
-        return Judgement(NOT_REPRODUCED, c, None, f"{ci} lies outside {band}")
-    n = _n_settling(c.sd, margin, alpha, c.n_min)
-    per = " per arm" if isinstance(c.n, tuple) else ""
-    return Judgement(INCONCLUSIVE, c, n, f"{ci} straddles {band}; about {n} seeds{per} would settle it")
+    return Claim(c, "equal", 1, margin, digits)
 
 
-def judge_trend(t: Trend, expect: int, alpha: float = 0.05, min_rho: float = 0.5) -> Judgement:
-    """Judge the claim 'rho has the sign expect' by Spearman's test and the interval of rho.
+def noninferior(c: Comparison, expect: int, margin: float, digits: int = 4) -> Claim:
+    """'a - b is not worse than margin against the direction expect' (a regularizer costs no test
+    accuracy beyond the margin). reproduced: the one-sided test against -margin has Holm-adjusted
+    p < 0.05; not reproduced: the 95 % interval lies wholly beyond -margin; inconclusive otherwise."""
+    if expect not in (1, -1) or not margin > 0:
+        raise ValueError(f"expect must be +1 or -1 (got {expect}) and margin > 0 (got {margin})")
+    return Claim(c, "noninferior", expect, margin, digits)
 
-    reproduced / contradicted: p < alpha with rho of the expected / opposite sign. Otherwise
-    not reproduced when the (1 - alpha) interval of rho excludes min_rho in the expected direction
-    (a trend of that strength would have shown), else inconclusive. n_needed is the smallest n at
-    which the Fisher-z interval (variance 1.06 / (n - 3)) is narrower than atanh(min_rho), so it
-    cannot contain both 0 and min_rho: n > 3 + 1.06 (2 z(1-alpha/2) / atanh(min_rho))², 57 for 0.5;
-    at least one more than the current n.
-    """
-    if expect not in (1, -1) or not 0 < min_rho < 1:
-        raise ValueError(f"expect must be +1 or -1 (got {expect}) and 0 < min_rho < 1 (got {min_rho})")
-    if t.p < alpha and t.rho * expect > 0:
-        return Judgement(REPRODUCED, t, None, f"p < {alpha:g} with rho of the expected sign")
-    if t.p < alpha and t.rho * expect < 0:
-        return Judgement(CONTRADICTED, t, None, f"p < {alpha:g} with rho of the opposite sign")
-    far = max(expect * v for v in t.ci(1 - alpha))  # NaN (too few points) compares False below
-    bound = f"{expect * min_rho:+g}"
-    if far < min_rho:
-        return Judgement(NOT_REPRODUCED, t, None, f"the {100 * (1 - alpha):g} % CI of rho excludes {bound}")
-    z = 2 * st.norm.ppf(1 - alpha / 2) / math.atanh(min_rho)
-    n = max(t.n + 1, math.floor(3 + 1.06 * z * z) + 1)
-    return Judgement(INCONCLUSIVE, t, n, f"cannot tell 0 from {bound}; about {n} points would settle it")
+
+def draw(c: Comparison, digits: int = 4) -> Claim:
+    """'the notebook's single run is a plausible run of ours' (c from stats.prediction): not
+    reproduced when the prediction t's Holm-adjusted p < 0.05, else reproduced; inconclusive
+    below 2 seeds."""
+    if c.interval != "PI":
+        raise ValueError(f"draw() needs stats.prediction's comparison, got a {c.test}")
+    return Claim(c, "draw", 1, NAN, digits)
+
+
+def family(parts: list[tuple[str, Claim]], alpha: float = ALPHA) -> list[tuple[str, Judgement]]:
+    """Judge an experiment's claims together: their p corrected by Holm's method over the claims
+    that have a test (a claim with fewer than 2 seeds has none and is inconclusive)."""
+    ps = [claim.p for _, claim in parts]
+    tested = [i for i, p in enumerate(ps) if not math.isnan(p)]
+    adj = dict(zip(tested, multipletests([ps[i] for i in tested], alpha, method="holm")[1])) if tested else {}
+    return [(name, claim.judge(float(adj.get(i, NAN)), len(tested), alpha))
+            for i, (name, claim) in enumerate(parts)]
+
+
+def judge(claim: Claim, alpha: float = ALPHA) -> Judgement:
+    """One claim judged alone (a family of one)."""
+    return family([("", claim)], alpha)[0][1]
+
+
+def all_of(labels: list[str]) -> str:
+    """The label of a claim that needs every one of its parts (a regularizer helps: no accuracy lost
+    and a narrower gap): contradicted if a part is, else not reproduced if a part is, else
+    inconclusive if a part is, else reproduced."""
+    for label in (CONTRADICTED, NOT_REPRODUCED, INCONCLUSIVE):
+        if label in labels:
+            return label
+    return REPRODUCED
 
 
 def overall(parts: list[tuple[str, str]]) -> str:

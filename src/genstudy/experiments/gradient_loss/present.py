@@ -13,7 +13,7 @@ READS = ("reports/baselines/results.csv", "reports/baselines/timing.csv")
 
 # --- figures ----------------------------------------------------------------------------------
 
-def draw(outputs: Outputs) -> None:
+def draw(outputs: Outputs, refs: dict) -> None:
     df, out = outputs.table("results.csv", diverged=True), outputs.dir / "figures"
     fig, ax = plt.subplots(figsize=(7, 4.2))
     sns.lineplot(df, x="sigma", y="test_acc", hue="arm", style="arm", markers=True, dashes=False,
@@ -49,10 +49,10 @@ def section(out: Outputs, refs: dict) -> Section:
                  Row(f"σ {sigma:g}: difference, gradient loss − baseline", diff.text("paired by seed"))]
         if sigma == 0:
             parts.append(("similar clean accuracy (gradient loss − baseline)",
-                          verdicts.judge_equal(diff, ref("clean_margin"))))
+                          verdicts.equal(diff, ref("clean_margin"))))
         elif np.isclose(sigma, sigma_nb):
             parts.append((f"more accurate under noise σ {sigma:g} (gradient loss − baseline)",
-                          verdicts.judge(diff, +1, ref("min_effect"))))
+                          verdicts.effect(diff, +1, ref("min_effect"))))
     # training alone, per epoch: this stage's gradient arm over the baselines stage's (same seeds)
     grad = out.table("timing.csv").set_index("seed").train_time_per_epoch if (out.dir / "timing.csv").is_file() \
         else pd.Series(dtype=float)
@@ -71,4 +71,4 @@ def section(out: Outputs, refs: dict) -> Section:
         "gradient_loss", "E2 The gradient loss (double backpropagation) and robustness to noise",
         "Does training on the gradient of the loss with respect to inputs and targets give a model "
         "as accurate as cross-entropy but more robust to Gaussian noise on its input, at about "
-        "twice the cost?", rows, verdict(parts, note))
+        "twice the cost?", rows, verdict(verdicts.family(parts), note))

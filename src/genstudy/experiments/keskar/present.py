@@ -12,7 +12,7 @@ ARMS = ("SB", "LB")
 
 # --- figures
 
-def draw(outputs: Outputs) -> None:
+def draw(outputs: Outputs, refs: dict) -> None:
     df, out = outputs.table("results.csv", diverged=True), outputs.dir / "figures"
     cols = [c for c in df.columns if c.startswith("sharpness_lbfgsb_") or c.startswith("sharpness_ascent_")]
     long = df.melt(id_vars=["arm", "batch_size", "seed"], value_vars=cols, value_name="sharpness")
@@ -35,45 +35,57 @@ def draw(outputs: Outputs) -> None:
 
 # --- report
 
-def _ref(refs: dict, key: str, digits: int = 2) -> str:
+def _ref(refs: dict, key: str, scale: float = 1.0, digits: int = 2) -> str:
+    """A paper's number in the table's units (``scale`` 100: a fraction shown in percent)."""
     r = (refs.get("keskar") or {}).get(key)
     if not r or r.get("value") is None:
         return ""
-    return f"{r['value']:.{digits}f}" + (f" ± {r['std']:.{digits}f}" if r.get("std") is not None else "")
+    f = lambda x: f"{scale * x:.{digits}f}"  # noqa: E731
+    return f(r["value"]) + (f" ± {f(r['std'])}" if r.get("std") is not None else "")
+
+
+QUESTION = ("Do large batches converge to sharper minima than small ones, and generalize worse, with "
+            "Keskar et al.'s own network F1 (5 x 512 with batch norm, Adam, SB 256 vs LB 10 % of the "
+            "data), both trained to the same training accuracy?")
 
 
 def section(out: Outputs, refs: dict) -> Section:
     df = out.table()
+    title = "E1b Keskar's F1: sharp minima of large batches"
+    if df.empty:  # every run diverged: nothing to measure
+        return Section("keskar", title, QUESTION, [], verdict([], "Every run diverged: no minimum to measure."))
     first = df.iloc[0]
     name = DATASET_NAMES.get(first.dataset, first.dataset)
     eps_keys = [c.removeprefix("sharpness_lbfgsb_") for c in df.columns if c.startswith("sharpness_lbfgsb_")]
     arms = {a: df[df.arm == a] for a in ARMS}
     rows = []
     for a, g in arms.items():
+        if g.empty:
+            continue
         lab, low = f"{a} (batch {g.batch_size.iloc[0]:,})", a.lower()
-        rows += [Row(f"{lab}: train accuracy (%)", fmt_series(100 * g.train_acc, 2), _ref(refs, f"train_acc_{low}")),
-                 Row(f"{lab}: test accuracy (%)", fmt_series(100 * g.test_acc, 2), _ref(refs, f"test_acc_{low}")),
+        rows += [Row(f"{lab}: train accuracy (%)", fmt_series(100 * g.train_acc, 2), _ref(refs, f"train_acc_{low}", 100)),
+                 Row(f"{lab}: test accuracy (%)", fmt_series(100 * g.test_acc, 2), _ref(refs, f"test_acc_{low}", 100)),
                  Row(f"{lab}: generalization gap (train - test, points)", fmt_series(100 * g.gap, 2)),
                  Row(f"{lab}: epochs to the criterion (reached by {int(g.reached.sum())} of {len(g)})",
                      fmt_series(g.epochs, 1))]
         for k in eps_keys:
-            rows += [Row(f"{lab}: sharpness eps {k}, L-BFGS-B", fmt_series(g[f"sharpness_lbfgsb_{k}"], 2),
+            rows += [Row(f"{lab}: sharpness eps {k}, L-BFGS-B (%)", fmt_series(g[f"sharpness_lbfgsb_{k}"], 2),
                          _ref(refs, f"sharpness_{low}_eps{k}")),
-                     Row(f"{lab}: sharpness eps {k}, sign ascent (cross-check)",
+                     Row(f"{lab}: sharpness eps {k}, sign ascent (cross-check, %)",
                          fmt_series(g[f"sharpness_ascent_{k}"], 2))]
     sb, lb = arms["SB"], arms["LB"]
+    acc = stats.welch(100 * lb.test_acc, 100 * sb.test_acc)
+    paper = {k: ref_value(refs, "keskar", f"test_acc_{k}") for k in ("lb", "sb")}
+    rows.append(Row("LB − SB test accuracy (points)", acc.text("difference", 2).partition(": ")[2],
+                    f"{100 * (paper['lb'] - paper['sb']):+.2f}"))
     # The paper's claims, each LB against SB over independent seeds (different batch orders, so
     # the seeds do not pair): LB's minima are sharper, and LB generalizes worse.
-    parts = [(f"LB − SB sharpness at eps {k} (L-BFGS-B, %)",
-              verdicts.judge(stats.welch(lb[f"sharpness_lbfgsb_{k}"], sb[f"sharpness_lbfgsb_{k}"]), +1,
-                          ref_value(refs, "keskar", "min_sharpness_effect"))) for k in eps_keys]
-    parts.append(("LB − SB test accuracy", verdicts.judge(stats.welch(lb.test_acc, sb.test_acc), -1,
-                                                      ref_value(refs, "keskar", "min_accuracy_effect"))))
+    claims = [(f"LB − SB sharpness at eps {k} (L-BFGS-B, %)",
+               verdicts.effect(stats.welch(lb[f"sharpness_lbfgsb_{k}"], sb[f"sharpness_lbfgsb_{k}"]), +1,
+                               ref_value(refs, "keskar", "min_sharpness_effect"), digits=2)) for k in eps_keys]
+    claims.append(("LB − SB test accuracy (points)",
+                   verdicts.effect(acc, -1, 100 * ref_value(refs, "keskar", "min_accuracy_effect"), digits=2)))
     notes = [f"Data set: {name}" + ("" if first.dataset == "mnist" else ", where Keskar et al. used MNIST") +
              f"; {int(first.train_size):,} training images, sharpness evaluated on the first "
              f"{int(first.sharpness_size):,} of them (the paper: the whole training set)."]
-    return Section("keskar", "E1b Keskar's F1: sharp minima of large batches",
-                   "Do large batches converge to sharper minima than small ones, and generalize worse, "
-                   "with Keskar et al.'s own network F1 (5 x 512 with batch norm, Adam, SB 256 vs LB "
-                   "10 % of the data), both trained to the same training accuracy?",
-                   rows, verdict(parts, " ".join(notes)))
+    return Section("keskar", title, QUESTION, rows, verdict(verdicts.family(claims), " ".join(notes)))

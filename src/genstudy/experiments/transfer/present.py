@@ -11,7 +11,7 @@ from genstudy.report import Outputs, Row, Section, fmt_series, ref_text, ref_val
 
 # --- figures ----------------------------------------------------------------------------------
 
-def draw(outputs: Outputs) -> None:
+def draw(outputs: Outputs, refs: dict) -> None:
     fig_dir = outputs.dir / "figures"
     plot_arms(outputs.table("results.csv", diverged=True), fig_dir)
     try:
@@ -86,5 +86,5 @@ def section(out: Outputs, refs: dict) -> Section:
         f"{p['b_classes'][0]} vs {p['b_classes'][1]} (coat vs sandal) from {p['b_train_size']} images? "
         f"The notebook's single run said yes ({ref_text(refs, 'transfer', 'scratch_test_acc')} -> "
         f"{ref_text(refs, 'transfer', 'transferred_test_acc')}); we run {len(acc)} seeds to see the spread.",
-        rows, verdict([("transfer helps (transferred − scratch)",
-                        verdicts.judge(gain, +1, nb("min_gain")))], note))
+        rows, verdict(verdicts.family([("transfer helps (transferred − scratch)",
+                                        verdicts.effect(gain, +1, nb("min_gain")))]), note))
