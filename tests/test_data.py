@@ -195,8 +195,9 @@ def test_a_missing_local_file_is_named_with_what_the_mirrors_said(tiny, tmp_path
     with pytest.raises(DataError) as e:
         data.fetch("fashion_mnist", tmp_path / "raw", local_dir=str(tiny))
     msg = str(e.value)
-    assert f"local directory {tiny}: lacks t10k-labels-idx1-ubyte(.gz)" in msg
-    assert "train-images" not in msg.split("\n")[1]  # only the missing one is named
+    first = msg.split("\n")[0]  # the missing file first, then the attempts
+    assert first.startswith(f"cannot obtain fashion_mnist: local directory {tiny}: lacks t10k-labels-idx1-ubyte(.gz)")
+    assert "train-images" not in first and "train-images" not in msg.split("\n")[1]  # only the missing one
     assert "mirrors http://127.0.0.1" in msg and "fetch.local_dirs.fashion_mnist" in msg
 
 

@@ -236,6 +236,10 @@ def test_check_names_every_bad_key_of_every_section(tmp_path):
 
 @pytest.mark.parametrize("change, needle", [
     (lambda d: d.update(profile="nonsense"), "profile: must be one of full, quick, smoke (got 'nonsense')"),
+    (lambda d: d["flatness"].update(batch_sizes=[100000]),
+     "  flatness.batch_sizes: [100000] larger than the 3,000 training images it trains on"),
+    (lambda d: d["flatness"].update(train_size=100000),
+     "  flatness.train_size: 100,000 is more than the 60,000 images of fashion_mnist's split"),
     (lambda d: d.update(bogus={"x": 1}), "bogus: unknown section"),
     (lambda d: d["flatness"].update(device="cuda:7"), "flatness.device: 'cuda:7' is not present on this machine"),
     (lambda d: d["smoke"]["flatness"].update(epocs=1), "(under profile smoke)"),
@@ -247,6 +251,7 @@ def test_check_refuses_the_whole_file_and_every_profile(tmp_path, change, needle
     (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
     proc = _genstudy(["check"], tmp_path)
     assert proc.returncode == 1 and needle in proc.stderr, proc.stderr
+    assert "(got {" not in proc.stderr  # the key and its value, never the whole section
     assert not (tmp_path / "reports" / "check").exists()  # nothing written for the stages to run on
 
 

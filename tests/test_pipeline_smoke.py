@@ -212,6 +212,11 @@ def _hashes(repo: Path) -> dict[str, bytes]:
     (lambda d: d.update(bogus={"x": 1}), "bogus: unknown section"),
     (lambda d: d["smoke"].update(flatnes={}), "smoke.flatnes: unknown stage"),
     (lambda d: d["transfer"].update(seeds=[0, 0]), "transfer.seeds: Value error, must not repeat a value"),
+    # rules across stages, refused by check before DVC deletes the outputs of the stage they break
+    (lambda d: d["flatness"].update(dataset="mnist"), "flatness.dataset: 'mnist' is not fetched"),
+    (lambda d: d["smoke"]["gradient_loss"].update(train_size=400),
+     "gradient_loss.train_size: 400 differs from baselines.convnet.train_size 500"),
+    (lambda d: d["smoke"]["gradient_loss"].update(seeds=[5]), "gradient_loss.seeds: [5] have no baseline convnet"),
 ])
 def test_a_refused_run_through_dvc_keeps_every_previous_output(smoke_repo, change, needle):
     """DVC deletes a stage's outputs before its command runs: the check stage refuses bad params

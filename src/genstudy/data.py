@@ -182,8 +182,8 @@ def fetch(dataset: str, root: Path = RAW, local_dir: str | None = None) -> Path:
             except DataError as e:
                 mirrors = ", ".join(spec.torchvision_class.mirrors)
                 tried.append(f"mirrors {mirrors}: {e}")
-                raise DataError(
-                    f"cannot obtain {dataset}. Tried:\n  - " + "\n  - ".join(tried) +
+                raise DataError(  # what is missing first, then every attempt
+                    f"cannot obtain {dataset}: {problem}, and the mirrors failed. Tried:\n  - " + "\n  - ".join(tried) +
                     f"\nProvide the four files {', '.join(f + '.gz' for f in FILES)} in a directory "
                     f"and set fetch.local_dirs.{dataset} to it in params.yaml.") from None
         if target.exists():

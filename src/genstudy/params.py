@@ -111,6 +111,10 @@ def _describe(errors: list[dict], stage: str, schema: type[Schema]) -> str:
                          f"{_suggest(str(e['loc'][-1]), fields)}")
         elif e["type"] == "missing":
             lines.append(f"{key}: required key is missing")
+        elif e["type"] == "value_error" and isinstance(e.get("input"), dict):
+            # a rule over several keys of a (sub-)section: its validator names each key and value,
+            # so the section itself is not repeated
+            lines += [f"{key}.{part}" for part in e["msg"].removeprefix("Value error, ").split("; ")]
         else:
             lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
     return "invalid params.yaml:\n  " + "\n  ".join(lines)
@@ -206,7 +210,7 @@ def _sizes_fit(model: BaseModel, limit: int | None, where: str, errors: list[str
             big = [b for b in (v if isinstance(v, list) else [v]) if b > limit]
             if big:
                 errors.append(f"{where}{name}: {big} larger than the {limit:,} training images it "
-                              "trains on (batches would repeat nothing; lower it or raise train_size)")
+                              "trains on (batches would repeat nothing: lower it or raise train_size)")
 
 
 class Experiment(Schema):

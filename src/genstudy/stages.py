@@ -9,6 +9,7 @@ params; the commit is provenance.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -109,6 +110,60 @@ def run_stage(name: str) -> None:
     print(f"{name}: done in {wall:.0f} s")
 
 
+@functools.lru_cache
+def _train_labels(dataset: str):
+    """The training labels of ``dataset`` when it is already fetched, else None."""
+    try:
+        return data.load(dataset)[0].y
+    except (OSError, data.DataError):
+        return None
+
+
+def _task_b_images(dataset: str, classes: list[int]) -> int | None:
+    """How many training images task B's two classes have, when the data set is already fetched
+    (None before the first fetch: transfer's own check is then the only one)."""
+    labels = _train_labels(dataset)
+    return None if labels is None else int(sum((labels == c).sum() for c in classes))
+
+
+def across_stages(effs: dict[str, dict]) -> list[str]:
+    """The rules that span sections or depend on the data, as one line each naming the key, the
+    value and what is allowed. A stage checks its own again when it runs (a second line), but by
+    then DVC has deleted its outputs; here nothing has run yet."""
+    p, problems = {name: eff["params"] for name, eff in effs.items()}, []
+    fetched = p["fetch"]["datasets"] if "fetch" in p else None
+    for name, q in p.items():
+        if fetched is not None and "dataset" in q and q["dataset"] not in fetched:
+            problems.append(f"{name}.dataset: {q['dataset']!r} is not fetched (fetch.datasets: {fetched}); "
+                            f"add it to fetch.datasets or pick one of {fetched}")
+    if "gradient_loss" in p and "baselines" in p:
+        problems += _baseline_arm(p["gradient_loss"], p["baselines"])
+    if "transfer" in p:
+        t = p["transfer"]
+        n_b = _task_b_images(t["dataset"], t["b_classes"])
+        if n_b is not None and t["b_train_size"] > n_b:
+            problems.append(f"transfer.b_train_size: {t['b_train_size']} is more than the {n_b} training "
+                            f"images of classes {t['b_classes']} in {t['dataset']}; at most {n_b}")
+    return problems
+
+
+def _baseline_arm(g: dict, b: dict) -> list[str]:
+    """gradient_loss's baseline arm is the baselines stage's convnet of the same seed and images."""
+    problems = []
+    missing = [s for s in g["seeds"] if s not in b["seeds"]]
+    if missing:
+        problems.append(f"gradient_loss.seeds: {missing} have no baseline convnet (baselines.seeds: "
+                        f"{b['seeds']}); use seeds among baselines.seeds or add them there")
+    if g["train_size"] != b["convnet"]["train_size"]:
+        problems.append(f"gradient_loss.train_size: {g['train_size']} differs from "
+                        f"baselines.convnet.train_size {b['convnet']['train_size']}, on which its baseline "
+                        "arm trained; make them equal")
+    if g["dataset"] != b["dataset"]:
+        problems.append(f"gradient_loss.dataset: {g['dataset']!r} differs from baselines.dataset "
+                        f"{b['dataset']!r}, on which its baseline arm trained; make them equal")
+    return problems
+
+
 def check() -> int:
     """Validate every section of params.yaml under every profile, before DVC runs (and deletes the
     outputs of) any stage; print each problem. When all is valid, write what each stage will run
@@ -121,16 +176,20 @@ def check() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     current, bad, found = params.profile(PARAMS), 0, {}
-    for name in STAGES:
-        for profile in params.PROFILES:
+    for profile in params.PROFILES:
+        where = "" if profile == current else f" (under profile {profile})"
+        effs = {}
+        for name in STAGES:
             try:
-                eff = effective(name, as_profile=profile)
-                if profile == current:
-                    found[name] = eff
+                effs[name] = effective(name, as_profile=profile)
             except ParamsError as e:
                 bad += 1
-                where = "" if profile == current else f" (under profile {profile})"
                 print(f"error{where}: {e}", file=sys.stderr)
+        for problem in across_stages(effs):  # the rules across the sections valid on their own
+            bad += 1
+            print(f"error{where}: invalid params.yaml:\n  {problem}", file=sys.stderr)
+        if profile == current:
+            found = effs
     if bad:
         return bad
     for name, eff in found.items():
