@@ -1,4 +1,5 @@
-"""Every stage, and its report section, completes when all its runs diverge.
+"""Every stage, and its report section, completes when all its runs diverge, whatever the optimizer
+(flatness and transfer train with SGD here).
 
 Each experiment runs on a few hundred random images with a learning rate that blows its loss
 up (lr 1e6 or more), through its own `run()`, then its presentation stage (figures and
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from conftest import stage_params
-from genstudy import data, experiments, presentation, stages
+from genstudy import data, experiments, presentation, render, stages
 
 REPO = Path(__file__).resolve().parents[1]
 BIG = 1e6
@@ -89,3 +90,8 @@ def test_every_stage_completes_when_all_its_runs_diverge(fake_data, name):
     section = presentation.present(name, REPO / "references.yaml", fake_data / "reports")
     assert section.verdict and section.rows
     assert json.loads((out / "section.json").read_text())["verdict"] == section.verdict
+    # and the report renders the section, saying how many runs diverged
+    summary = {"profile": "full", "stages": [], "total_s": 0.0, "versions": {}, "overrides": []}
+    html, md = render.render_html([section], summary), render.render_markdown([section], summary)
+    assert "runs that diverged" in html and f"<h2 id='{name}'>" in html
+    assert "runs that diverged" in md and f"## {section.title}" in md
