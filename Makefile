@@ -6,20 +6,33 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# The versions on the lab machines' disk (pip finds them there without a download).
+# The versions on the lab machines' disk (pip finds them there without a download); `make lock`
+# resolves the lock with them.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
+# Exact versions of every dependency (torch included): what `make install` installs.
+LOCK   := requirements.lock
 
-.PHONY: install dataset study test bench clean-venv
+.PHONY: install dataset study test bench lock clean-venv
 
 install: $(STAMP) dataset
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
 	touch $(STAMP)
+
+# Refresh requirements.lock after changing pyproject.toml or TORCH: resolve them in a fresh
+# venv and pin what was installed (then `make install` installs exactly that).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet $(TORCH)
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n '/^#/p' $(LOCK); .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock
 
 # System packages, where apt-get exists: Fashion-MNIST (the fetch stage falls back to the
 # official mirrors elsewhere) and Chromium (the report's browser test; skipped without it).

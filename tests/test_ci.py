@@ -44,3 +44,22 @@ def test_metrics_compare_exactly_on_the_same_machine_and_within_tolerance_elsewh
     assert reproduce.differences(old, new, {"acc": 0.005, "n": 2}) == [
         "acc: committed 0.8, now 0.81 (differs by +0.01, tolerance 0.005)"]
     assert reproduce.differences(old, new, {"acc": 0.02}) == ["n: no tolerance recorded for it (committed 38, now 39)"]
+
+
+locked = _load("locked")
+
+
+def test_the_lock_check_names_every_difference():
+    lock = locked.pins("# a comment\nNumPy==2.1.0\npandas==2.2.3  # why\n\nscipy==1.14.1\n")
+    assert lock == {"numpy": "2.1.0", "pandas": "2.2.3", "scipy": "1.14.1"}
+    have = {"numpy": "2.1.0", "pandas": "2.3.0", "seaborn": "0.13.2", "pip": "25.0", "genstudy": "0.1.0"}
+    assert locked.differences(lock, have) == [
+        "pandas: installed 2.3.0, the lock pins 2.2.3",
+        "scipy: installed nothing, the lock pins 1.14.1",
+        "seaborn: installed 0.13.2, the lock pins nothing"]  # pip and the project itself are not pinned
+    assert locked.differences(lock, {**lock, "pip": "1"}) == []
+
+
+def test_the_committed_lock_pins_every_package_of_this_environment():
+    """The suite runs in the environment `make` installed from the lock: they agree."""
+    assert locked.differences(locked.pins(locked.LOCK.read_text()), locked.installed()) == []

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+import pandas as pd
 import torch
 from pydantic import ValidationError
 
@@ -35,7 +36,8 @@ def _quadratic(seed: int = 0):
 def test_lbfgsb_finds_the_box_maximum_of_a_convex_quadratic():
     f, w, exact = _quadratic()
     before = {k: v.clone() for k, v in w.items()}
-    top, base, nit, nfev = measures.box_maximum_lbfgsb(f, w, eps=1e-3, iterations=20)
+    top, base, nit, nfev, trace = measures.box_maximum_lbfgsb(f, w, eps=1e-3, iterations=20)
+    assert len(trace) == nit and trace == sorted(trace) and trace[-1] == top  # the running maximum
     assert top == pytest.approx(exact, rel=1e-6)
     assert base == pytest.approx(float(f(w)), rel=1e-6)
     assert 1 <= nit <= 20 and nfev >= nit
@@ -122,7 +124,7 @@ def test_run_writes_its_outputs_and_the_section_reads_them(tmp_path, monkeypatch
     monkeypatch.setattr(data, "load", lambda name: (fake(300), fake(100)))
     p = stage_params("keskar", seeds=[0, 1], depth=1, width=16, max_epochs=2, large_fraction=0.5,
                      small_batch=256, train_size=None, test_size=None, lbfgs_iterations=2, ascent_steps=2,
-                     sharpness_size=100, threads=None)
+                     sharpness_size=100, threads=None, convergence_iterations=[1, 3])
     out = tmp_path / "keskar"
     compute.run(p, out, tmp_path / "models")
     present.draw(Outputs(tmp_path, "keskar"), {})
@@ -130,6 +132,10 @@ def test_run_writes_its_outputs_and_the_section_reads_them(tmp_path, monkeypatch
     assert len(df) == 4 and set(df.arm) == {"SB", "LB"} and set(df.batch_size) == {256, 150}
     assert (df[[c for c in df if c.startswith("sharpness_")]] >= 0).all().all()
     assert (out / "figures/sharpness.png").is_file()
+    assert {"sharpness_lbfgsb_1e-3", "sharpness_lbfgsb_eval_1e-3", "sharpness_ascent_1e-3"} <= set(df)
+    conv = pd.read_csv(out / "convergence.csv")  # the first seed of each arm, at 1 and 3 iterations
+    assert list(conv.arm) == ["SB", "SB", "LB", "LB"] and list(conv.iterations) == [1, 3, 1, 3]
+    assert (conv.groupby("arm").sharpness.diff().dropna() >= 0).all()  # a running maximum
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["diverged_runs"] == 0 and {"SB_test_acc", "LB_sharpness_1e-3"} <= set(metrics)
     refs = yaml.safe_load((Path(__file__).resolve().parents[1] / "references.yaml").read_text())
@@ -137,3 +143,27 @@ def test_run_writes_its_outputs_and_the_section_reads_them(tmp_path, monkeypatch
     assert isinstance(s, Section) and any(r.reported == "205.14 ± 69.52" for r in s.rows)
     assert "LB − SB sharpness at eps 1e-3 (L-BFGS-B, %)" in s.verdict and "Welch t over 2 + 2 seeds" in s.verdict
     assert "Data set: Fashion-MNIST, where Keskar et al. used MNIST" in s.verdict
+    assert any("after 1 / 3 iterations" in r.quantity for r in s.rows)
+    assert any(r.reported == "167x" for r in s.rows if r.quantity.startswith("LB / SB"))
+
+
+def test_batch_statistics_renormalize_a_shift_that_eval_mode_passes_on():
+    """With batch statistics, shifting the pre-activations of a batch-norm layer (the bias of the
+    layer before it) changes nothing: batch norm subtracts the batch's new mean. In eval mode the
+    running mean stays, so the same shift changes the loss. The measured model is never touched."""
+    model = models.seeded(0, models.keskar_f1, depth=1, width=16)
+    g = torch.Generator().manual_seed(1)
+    d = data.Tensors(torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    first = next(n for n, _ in model.named_parameters() if n.endswith("bias"))
+    p = {n: v.detach() for n, v in model.named_parameters()}
+    shifted = {**p, first: p[first] + 3.0}
+    lf = torch.nn.functional.cross_entropy
+    for batch_stats, same in ((True, True), (False, False)):
+        with measures._loss_mode(model, batch_stats) as m, torch.no_grad():
+            a = lf(torch.func.functional_call(m, p, (d.x,)), d.y)
+            b = lf(torch.func.functional_call(m, shifted, (d.x,)), d.y)
+        assert torch.isclose(a, b, rtol=1e-5).item() is same
+    s = measures.keskar_sharpness_lbfgsb(model, d, eps=1e-3, iterations=2, batch_size=64, batch_stats=True)
+    assert s.value >= 0 and len(s.trace) == s.iterations
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()) and model.training

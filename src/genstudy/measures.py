@@ -7,6 +7,7 @@ model's train/eval mode is restored on return.
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -28,6 +29,25 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+@contextmanager
+def _loss_mode(model: nn.Module, batch_stats: bool) -> Iterator[nn.Module]:
+    """The network whose loss a sharpness measures. ``batch_stats`` False: ``model`` in eval mode
+    (batch norm normalizes with its fixed running statistics). True: a copy in eval mode whose
+    batch-norm layers normalize with the statistics of the batch they see, as Keras 1's
+    ``BatchNormalization(mode=2)`` in Keskar et al.'s released code does at test time too, so a
+    perturbation's shift of the pre-activations is re-normalized. The copy's running statistics
+    may change; ``model`` is never touched."""
+    if not batch_stats:
+        with _eval_mode(model):
+            yield model
+        return
+    measured = copy.deepcopy(model).eval()
+    for m in measured.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train()
+    yield measured
 
 
 def input_sensitivity(model: nn.Module, data: Tensors, loss: str = "ce") -> torch.Tensor:
@@ -84,17 +104,18 @@ def box_maximum(f: Callable[[dict[str, torch.Tensor]], torch.Tensor],
 
 
 def keskar_sharpness(model: nn.Module, data: Tensors, loss: str = "ce", eps: float = 1e-3,
-                     steps: int = 20, step_size: float = 0.25) -> float:
+                     steps: int = 20, step_size: float = 0.25, batch_stats: bool = False) -> float:
     """Keskar et al. (2017) Metric 2.1 in the full parameter space (A = identity).
 
     100 * (max_{d in box} L(w + d) - L(w)) / (1 + L(w)) with L the mean loss on
     ``data`` (the training set) and the box |d_i| <= eps (|w_i| + 1), maximised
     by :func:`box_maximum`. Keskar et al. used L-BFGS-B; projected sign ascent
     is a cheaper approximation that also gives a lower bound on the true
-    maximum. The value is >= 0 and the model's weights are left untouched.
+    maximum. The value is >= 0 and the model's weights are left untouched. ``batch_stats``: batch
+    norm with the statistics of ``data`` itself (see :func:`_loss_mode`).
     """
     lf = loss_fn(loss)
-    with _eval_mode(model):
+    with _loss_mode(model, batch_stats) as model:
         params = dict(model.named_parameters())
 
         def f(p: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -106,7 +127,7 @@ def keskar_sharpness(model: nn.Module, data: Tensors, loss: str = "ce", eps: flo
 
 def box_maximum_lbfgsb(f: Callable[[dict[str, torch.Tensor]], object],
                        params: dict[str, torch.Tensor], eps: float = 1e-3,
-                       iterations: int = 10) -> tuple[float, float, int, int]:
+                       iterations: int = 10) -> tuple[float, float, int, int, list[float]]:
     """Max of ``f(w + d)`` over the box |d_i| <= eps (|w_i| + 1) by L-BFGS-B (scipy).
 
     ``f(p)`` returns a scalar tensor (its gradient comes from autograd) or a pair
@@ -116,7 +137,9 @@ def box_maximum_lbfgsb(f: Callable[[dict[str, torch.Tensor]], object],
     relative-decrease tolerances are zero, because at a trained minimum the
     gradient is already tiny and scipy would otherwise stop at d = 0. Every
     point L-BFGS-B evaluates lies in the box, so the largest value seen is kept.
-    Returns ``(max f(w + d), f(w), iterations, evaluations)``; ``params`` are not modified.
+    Returns ``(max f(w + d), f(w), iterations, evaluations, trace)``, ``trace[k]`` the largest value
+    seen by the end of iteration k + 1 (so a run of n iterations gives the answer of every shorter
+    one: L-BFGS-B's iterates do not depend on maxiter); ``params`` are not modified.
     """
     from scipy.optimize import minimize
 
@@ -141,10 +164,11 @@ def box_maximum_lbfgsb(f: Callable[[dict[str, torch.Tensor]], object],
         g = torch.cat([grads[k].detach().double().flatten().cpu() for k in names]).numpy()
         return -value, -g  # scipy minimises
 
+    trace: list[float] = []
     res = minimize(value_and_grad, np.zeros(sum(sizes)), jac=True, method="L-BFGS-B",
-                   bounds=np.stack([-half, half], axis=1),
+                   bounds=np.stack([-half, half], axis=1), callback=lambda _: trace.append(max(values)),
                    options={"maxiter": iterations, "gtol": 0.0, "ftol": 0.0})
-    return max(values), values[0], int(res.nit), int(res.nfev)
+    return max(values), values[0], int(res.nit), int(res.nfev), trace
 
 
 @dataclass
@@ -154,11 +178,12 @@ class Sharpness:
     max_loss: float     # the largest L(w + d) found in the box
     iterations: int     # L-BFGS-B iterations done
     evaluations: int    # loss-and-gradient evaluations over the whole data set
+    trace: list[float]  # the sharpness by the end of each iteration (Metric 2.1, percent)
 
 
 def keskar_sharpness_lbfgsb(model: nn.Module, data: Tensors, eps: float = 1e-3,
                             iterations: int = 10, batch_size: int = 4096,
-                            loss: str = "ce") -> Sharpness:
+                            loss: str = "ce", batch_stats: bool = False) -> Sharpness:
     """Keskar et al. (2017) Metric 2.1 in the full parameter space, maximised as they did, by L-BFGS-B.
 
     100 * (max_{d in box} L(w + d) - L(w)) / (1 + L(w)) with L the mean loss over
@@ -167,13 +192,15 @@ def keskar_sharpness_lbfgsb(model: nn.Module, data: Tensors, eps: float = 1e-3,
     summed exactly over batches of ``batch_size`` (float64 sums), so memory stays
     bounded and the maximiser sees the full loss, not a minibatch. Batch norm is
     in eval mode: it normalises with its running statistics, so L(w + d) is a
-    fixed function of the weights (its buffers are not perturbed or updated).
+    fixed function of the weights (its buffers are not perturbed or updated);
+    with ``batch_stats`` it normalises with the statistics of each batch of
+    ``batch_size`` images, as Keskar et al.'s network did (see :func:`_loss_mode`).
     The model's weights are never modified (perturbed weights go through
     ``torch.func.functional_call``) and its train/eval mode is restored.
     """
     lf = loss_fn(loss)
     n = len(data)
-    with _eval_mode(model):
+    with _loss_mode(model, batch_stats) as model:
         def f(p: dict[str, torch.Tensor]) -> tuple[float, dict[str, torch.Tensor]]:
             total = 0.0  # p's tensors are leaves that require grad
             grads = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in p.items()}
@@ -185,8 +212,9 @@ def keskar_sharpness_lbfgsb(model: nn.Module, data: Tensors, eps: float = 1e-3,
                 total += float(batch.detach().double())
             return total, grads
 
-        top, base, nit, nfev = box_maximum_lbfgsb(f, dict(model.named_parameters()), eps, iterations)
-    return Sharpness(100.0 * max(top - base, 0.0) / (1.0 + base), base, top, nit, nfev)
+        top, base, nit, nfev, trace = box_maximum_lbfgsb(f, dict(model.named_parameters()), eps, iterations)
+    metric = lambda v: 100.0 * max(v - base, 0.0) / (1.0 + base)  # noqa: E731
+    return Sharpness(metric(top), base, top, nit, nfev, [metric(v) for v in trace])
 
 
 def gaussian_noise(shape: torch.Size | tuple[int, ...], seed: int,

@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
-import torch
 from pydantic import Field
 
 from genstudy import data, measures, models, outputs, params
@@ -31,15 +30,13 @@ class Params(params.Experiment):
     optimizer: params.Optimizer
     lr: params.PositiveFloat
     fused: bool                                # one-kernel optimizer step (sgd/adam)
-    threads: params.PositiveInt | None         # torch CPU threads; null: torch's default
+    threads: params.PositiveInt | None         # torch CPU threads (set by stages.configure); null: torch's default
     sharpness: Sharpness
 
 
 # --- run --------------------------------------------------------------------------------------
 
 def run(p: Params, out: Path, models_dir: Path) -> None:
-    if p.threads:
-        torch.set_num_threads(p.threads)
     device = params.resolve_device(p.device)
     train_all, test_all = data.load(p.dataset)
     train, test = train_all.head(p.train_size).to(device), test_all.head(p.test_size).to(device)

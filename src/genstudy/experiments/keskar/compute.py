@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
-import torch
 from pydantic import Field, field_validator
 
 from genstudy import data, measures, models, outputs, params
@@ -15,7 +14,7 @@ from genstudy.training import evaluate, fit, make_optimizer, recalibrate_batchno
 
 
 class Params(params.Experiment):
-    # torch CPU threads (the study's machine has 2 cores); null: torch's default.
+    # torch CPU threads, set by stages.configure (the study's machine has 2 cores); null: torch's default.
     threads: params.PositiveInt | None
     depth: params.PositiveInt              # F1: 5 hidden layers ...
     width: params.PositiveInt              # ... of 512 units
@@ -34,7 +33,10 @@ class Params(params.Experiment):
     train_size: params.PositiveInt | None
     test_size: params.PositiveInt | None                 # null: all test images
     eps: Annotated[list[params.PositiveFloat], Field(min_length=1)]  # the paper's two: 1e-3, 5e-4
-    lbfgs_iterations: params.PositiveInt   # L-BFGS-B iterations per sharpness (a small fixed number)
+    lbfgs_iterations: params.PositiveInt   # L-BFGS-B iterations per sharpness (the paper: 10)
+    # How far the maximiser is from converged: for the first seed of each arm, L-BFGS-B's value
+    # at eps[0] by the end of each of these iterations (one run of the largest).
+    convergence_iterations: Annotated[list[params.PositiveInt], Field(min_length=1)]
     ascent_steps: params.PositiveInt       # the sign-ascent cross-check (measures.box_maximum)
     ascent_step_size: Annotated[float, Field(gt=0, le=1)]
     # Training images the sharpness loss L is evaluated on (the first ones of the training
@@ -69,14 +71,12 @@ def _fitted(model, train: data.Tensors):
 
 
 def run(p: Params, out: Path, models_dir: Path) -> None:
-    if p.threads:
-        torch.set_num_threads(p.threads)
     device = params.resolve_device(p.device)
     train_all, test_all = data.load(p.dataset)
     train, test = train_all.head(p.train_size).to(device), test_all.head(p.test_size).to(device)
     sharp_set = train.head(p.sharpness_size)
     batches = {"SB": p.small_batch, "LB": max(1, round(p.large_fraction * len(train)))}
-    rows = []
+    rows, convergence = [], []
     for arm, bs in batches.items():
         for seed in p.seeds:
             model = models.seeded(seed, models.keskar_f1, p.depth, p.width).to(device)
@@ -96,12 +96,23 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
             t0 = time.perf_counter()
             for eps in p.eps:
                 k = _eps_key(eps)
+                # primary: batch norm with batch statistics, as the paper's network (Keras 1 mode=2);
+                # second: eval mode with the running statistics, the value an eval-mode network gives
                 s = measures.keskar_sharpness_lbfgsb(model, sharp_set, eps=eps, iterations=p.lbfgs_iterations,
-                                                     batch_size=p.sharpness_batch)
+                                                     batch_size=p.sharpness_batch, batch_stats=True)
                 row[f"sharpness_lbfgsb_{k}"], row["base_loss"] = s.value, s.loss  # L(w), the same for every eps
                 row[f"lbfgsb_iterations_{k}"], row[f"lbfgsb_evaluations_{k}"] = s.iterations, s.evaluations
+                row[f"sharpness_lbfgsb_eval_{k}"] = measures.keskar_sharpness_lbfgsb(
+                    model, sharp_set, eps=eps, iterations=p.lbfgs_iterations, batch_size=p.sharpness_batch).value
                 row[f"sharpness_ascent_{k}"] = measures.keskar_sharpness(
-                    model, sharp_set, eps=eps, steps=p.ascent_steps, step_size=p.ascent_step_size)
+                    model, sharp_set, eps=eps, steps=p.ascent_steps, step_size=p.ascent_step_size, batch_stats=True)
+            if seed == p.seeds[0] and not res.diverged:
+                trace = measures.keskar_sharpness_lbfgsb(
+                    model, sharp_set, eps=p.eps[0], iterations=max(p.convergence_iterations),
+                    batch_size=p.sharpness_batch, batch_stats=True).trace
+                convergence += [{"arm": arm, "seed": seed, "eps": p.eps[0], "iterations": n,
+                                 "iterations_done": min(n, len(trace)), "sharpness": trace[min(n, len(trace)) - 1]}
+                                for n in sorted(p.convergence_iterations) if trace]
             row["sharpness_time_s"] = time.perf_counter() - t0
             rows.append(row)
             print(f"keskar: {arm} (batch {bs}) seed {seed}: {row['epochs']} epochs, train {train_acc:.4f} "
@@ -110,6 +121,8 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
                   f" ({res.wall_time:.0f} s + {row['sharpness_time_s']:.0f} s)", flush=True)
     df = pd.DataFrame(rows)
     outputs.write_results(out, df, ["arm", "seed"])
+    pd.DataFrame(convergence, columns=["arm", "seed", "eps", "iterations", "iterations_done", "sharpness"]).to_csv(
+        out / "convergence.csv", index=False)
     ok = outputs.converged(df)  # the runs the report uses
     means = ok.groupby("arm", sort=False).mean(numeric_only=True).reindex(list(batches))
     k = _eps_key(p.eps[0])

@@ -96,11 +96,6 @@ def mc_rows(name, base, seed, model, test, val_row, passes):
 
 
 def run(p: Params, out: Path, models_dir: Path) -> None:
-    # Flush denormal floats to zero, as TensorFlow (the notebook's Keras) does on CPU. Measured here
-    # at the full protocol: the l2 variant's epochs slowed from 3.5 s to 25 s as its numbers
-    # underflowed (55 % of the time in MKL's sgemm); a 32 x 784 x 300 matmul takes 14 ms on
-    # denormal inputs and 0.2 ms flushed. Only values below 1.2e-38 (to zero) change.
-    torch.set_flush_denormal(True)
     device = params.resolve_device(p.device)
     train_all, test = data.load(p.dataset)
     train, val = data.split(train_all, p.val_fraction, p.split_seed)
