@@ -66,8 +66,9 @@ def test_lr_scaled_by_features_lets_a_wide_injective_map_match_the_input_probe()
     x = torch.randn(5000, 20, generator=g)
     x[:, :10] += 3 * nn.functional.one_hot(y, 10)
     wide = nn.Linear(20, 640)
-    with torch.no_grad():
-        wide.weight.copy_(torch.randn(640, 20, generator=g))
+    with torch.no_grad():  # weight and bias from the seeded generator: the test must not depend on
+        wide.weight.copy_(torch.randn(640, 20, generator=g))  # the global RNG's state
+        wide.bias.copy_(torch.rand(640, generator=g) * 0.4 - 0.2)
     model = nn.Sequential(OrderedDict([("wide", wide)]))
     points = {"input": "", "wide": "wide"}
     train, test = Tensors(x[:3000], y[:3000]), Tensors(x[3000:], y[3000:])
@@ -174,3 +175,21 @@ def test_steps_per_epoch_lands_on_every_snapshot():
     assert steps_per_epoch([0, 4], 64, 500) == 4
     assert steps_per_epoch([0, 7], 64, 500) == 7
     assert steps_per_epoch([0, 14], 64, 500) == 7  # 14 batches do not fit, 7 do
+
+
+def test_stacked_probes_train_as_one_probe_each():
+    """Figure 8's probes share a width: stacked as one batched matmul they start from the same
+    weights, stop at the same epochs and give the same errors as one small layer per probe."""
+    model = models.seeded(0, models.DeepSkipMLP, depth=6, width=8, skip_layer=4)
+    points = models.deep_mlp_points(6)
+    wide = lambda t: Tensors(torch.nn.functional.pad(t.x, (0, 784 - 20)).view(-1, 1, 28, 28), t.y)  # noqa: E731
+    data, test = wide(_separable(600, 0)), wide(_separable(300, 1))
+    cfg = ProbeConfig(epochs=6, patience=1, batch_size=100, lr=0.05)
+    stacked = train_probes(model, points, data, test, cfg, seed=2, progress=False)
+    alone = train_probes(model, points, data, test, ProbeConfig(**{**cfg.__dict__, "stack": False}),
+                         seed=2, progress=False)
+    assert len({r["features"] for r in stacked}) < len(stacked)  # some probes really share a stack
+    for a, b in zip(stacked, alone):
+        assert (a["point"], a["epochs"], a["best_epoch"]) == (b["point"], b["epochs"], b["best_epoch"])
+        assert a["test_error"] == pytest.approx(b["test_error"], abs=1 / 300)
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-4)

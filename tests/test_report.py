@@ -33,7 +33,7 @@ def write_tables(tmp_path: Path, stage: str, **tables: pd.DataFrame) -> Outputs:
 def test_pages_escape_text_and_link_figures_relatively():
     sec = Section("demo", "Demo <b>", "Why?", [Row("a < b", "1.0", "2.0")], "reproduced:\n- a claim: fine\nA note.",
                   figures=[Path("demo/figures/x.png")], params={"lr": 0.1}, wall_time_s=12.0)
-    summary = {"profile": "full", "stages": [("demo", 12.0, "cpu", "Xeon (AVX512)", "abc")], "total_s": 12.0,
+    summary = {"profile": "full", "stages": [("demo", 12.0, "150 GFLOP/s, load 0.1", "cpu", "Xeon (AVX512)", "abc")], "total_s": 12.0,
                "versions": {"torch": "2"}, "overrides": [("demo.lr", 0.01, 0.1)]}
     page = render.render_html([sec], summary)
     assert "Demo &lt;b&gt;" in page and "a &lt; b" in page

@@ -27,3 +27,8 @@ def test_configure_sets_threads_and_flushes_denormals_and_says_so():
 def test_run_json_records_every_installed_package():
     pk = stages.packages()
     assert pk["torch"] == torch.__version__.split("+")[0] and "pandas" in pk and "statsmodels" in pk
+
+
+def test_calibration_measures_the_machine_at_the_stage_start():
+    c = stages.calibrate(seconds=0.2, n=128)
+    assert c["matmul_gflops"] > 0 and c["matmul_n"] == 128 and "load_average_1min" in c

@@ -114,18 +114,26 @@ def test_run_writes_its_outputs_and_the_section_reads_them(tmp_path, monkeypatch
     p = stage_params("transfer", seeds=[0, 1], a_train_size=200, b_train_size=40,
                      model_a=dict(sizes=[784, 32, 16, 8], epochs=1),
                      model_b=dict(sizes=[784, 32, 16, 1], epochs=2),
-                     transferred=dict(reuse_upto="act2", head=[8, 1], frozen_epochs=1, unfrozen_epochs=1))
+                     transferred=dict(reuse_upto="act2", head=[8, 1], frozen_epochs=1, unfrozen_epochs=1),
+                     fair_control=dict(max_epochs=200))
     out = tmp_path / "transfer"
     compute.run(p, out, tmp_path / "models")
     (out / "run.json").write_text(json.dumps({"profile": "full", "params": p.model_dump(mode="json")}))
     df = Outputs(tmp_path, "transfer").table()
-    assert len(df) == 6 and set(df.arm) == {"model_a", "scratch", "transferred"}
-    assert len(list((tmp_path / "models").glob("*.pt"))) == 6
+    assert len(df) == 8 and set(df.arm) == {"model_a", "scratch", "transferred", "scratch_fit"}
+    assert len(list((tmp_path / "models").glob("*.pt"))) == 8
+    # the fair control trains on until it fits the B images as well as the transferred model
+    b = df[df.task == "B"].pivot(index="seed", columns="arm", values="train_acc")
+    fit_epochs = df[df.arm == "scratch_fit"].set_index("seed").epochs
+    assert ((b.scratch_fit >= b.transferred) | (fit_epochs == 200)).all()
+    assert (fit_epochs >= df[df.arm == "scratch"].set_index("seed").epochs).all() or (b.scratch >= b.transferred).any()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["diverged_runs"] == 0 and {"scratch_test_acc", "transferred_test_acc", "gain"} <= set(metrics)
+    assert metrics["diverged_runs"] == 0 and {"scratch_test_acc", "transferred_test_acc", "gain",
+                                              "scratch_fit_test_acc", "gain_over_fair_control"} <= set(metrics)
     present.draw(Outputs(tmp_path, "transfer"), {})
     assert {f.name for f in (out / "figures").glob("*.png")} == {"arms.png", "learning_curves.png"}
     refs = yaml.safe_load((Path(__file__).resolve().parents[1] / "references.yaml").read_text())
     s = present.section(Outputs(tmp_path, "transfer"), {"transfer": refs["transfer"]})  # its own references only
-    assert isinstance(s, Section) and "transfer helps (transferred − scratch)" in s.verdict
-    assert "from scratch 2, transferred 1 frozen + 1" in s.verdict
+    assert isinstance(s, Section) and "transfer helps at the same fit (transferred − fair control)" in s.verdict
+    assert "transferred model (1 frozen + 1 epochs)" in s.verdict and "(from scratch 2)" in s.verdict
+    assert any("the notebook's protocol" in r.quantity for r in s.rows)

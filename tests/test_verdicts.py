@@ -56,7 +56,7 @@ def jitter(n, scale):
 def test_baselines(tmp_path, accs, label):
     df = pd.DataFrame([{"model": m, "seed": s, "test_acc": a, "test_loss": 0.3}
                        for s, a in enumerate(accs) for m in ("convnet", "mlp")])
-    check(build(tmp_path, "baselines", {"convnet": {"train_size": None}}, results=df), label)
+    check(build(tmp_path, "baselines", {"convnet": {"train_size": None, "batch_size": 100}}, results=df), label)
 
 
 # --- E1 flatness -------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def gradient_table(clean_g, noisy_g, clean_b=0.90, noisy_b=0.80, seeds=3, spread
 ])
 def test_gradient_loss(tmp_path, table, label):
     seeds = sorted(table.seed.unique())
-    build(tmp_path, "baselines", {"convnet": {"train_size": None}},
+    build(tmp_path, "baselines", {"convnet": {"train_size": None, "batch_size": 100}},
           results=pd.DataFrame({"model": "convnet", "seed": seeds, "epochs": 20, "test_acc": 0.9, "test_loss": 0.3}),
           timing=pd.DataFrame({"model": "convnet", "seed": seeds, "train_time": 20.0, "wall_time": 30.0}))
     s = build(tmp_path, "gradient_loss", {}, results=table.drop(columns="train_time_per_epoch"),
@@ -166,7 +166,7 @@ def test_regularization(tmp_path, arms, noise, label):
 
 # --- E4 transfer ------------------------------------------------------------------------------------
 
-TRANSFER_PARAMS = {"b_classes": [4, 5], "b_train_size": 100, "model_b": {"epochs": 20},
+TRANSFER_PARAMS = {"b_classes": [4, 5], "b_train_size": 100, "model_b": {"epochs": 20}, "fair_control": {"max_epochs": 3000},
                    "transferred": {"frozen_epochs": 4, "unfrozen_epochs": 16}}
 
 
@@ -181,6 +181,8 @@ def test_transfer(tmp_path, gain, spread, seeds, label):
     rows = [{"arm": "model_a", "task": "A", "seed": s, "test_acc": 0.85, "train_acc": 0.9} for s in range(seeds)]
     rows += [{"arm": "scratch", "task": "B", "seed": s, "test_acc": 0.6, "train_acc": 1.0} for s in range(seeds)]
     rows += [{"arm": "transferred", "task": "B", "seed": s, "test_acc": 0.6 + g[s], "train_acc": 1.0}
+             for s in range(seeds)]
+    rows += [{"arm": "scratch_fit", "task": "B", "seed": s, "test_acc": 0.6, "train_acc": 1.0, "epochs": 90}
              for s in range(seeds)]
     s = build(tmp_path, "transfer", TRANSFER_PARAMS, results=pd.DataFrame(rows))
     check(s, label)
@@ -298,5 +300,18 @@ def test_probes(tmp_path, trained, after, before, relu, label):
 def test_a_smoke_or_quick_run_gives_no_verdict(tmp_path):
     df = pd.DataFrame([{"model": m, "seed": s, "test_acc": 0.9, "test_loss": 0.3}
                        for s in range(3) for m in ("convnet", "mlp")])
-    s = build(tmp_path, "baselines", {"convnet": {"train_size": 500}}, profile="smoke", results=df)
+    s = build(tmp_path, "baselines", {"convnet": {"train_size": 500, "batch_size": 100}}, profile="smoke", results=df)
     assert s.verdict.startswith("not a result: smoke")
+
+
+def test_regularization_picks_each_penalty_strength_by_validation_and_tests_it(tmp_path):
+    arms = {"none": (0.85, 0.13), "l2": (0.80, 0.01), "l2_1e-4": (0.855, 0.05), "l2_1e-5": (0.85, 0.12)}
+    df = regularization_table(arms)
+    df.loc[df.variant == "l2_1e-4", "best_val_acc"] = 0.87  # the best validation accuracy
+    definitions = {"none": {}, "l2": {"l2": 0.01}, "l2_1e-4": {"l2": 1e-4}, "l2_1e-5": {"l2": 1e-5}}
+    s = build(tmp_path, "regularization", {**REG_PARAMS, "definitions": definitions}, results=df)
+    assert any(r.ours.startswith("0.0001 (l2_1e-4)") for r in s.rows if r.quantity.startswith("L2 strength"))
+    assert "l2_1e-4 (strength chosen by validation) costs no test accuracy" in s.verdict
+    assert "- l2 costs no test accuracy" in s.verdict  # the notebook's 0.01, tested too
+    assert "l2_1e-5 costs" not in s.verdict and "not tested (neither chosen nor the notebook's): l2_1e-5" in s.verdict
+    check(s, PARTLY)  # the chosen strength helps, the notebook's under-fits

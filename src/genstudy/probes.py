@@ -11,7 +11,9 @@ frozen model and feeds every probe (one Adam over all probes: its state is per
 parameter, so each probe has its own; with ``lr_features`` a probe on more
 features than that gets a proportionally smaller learning rate, since an Adam
 step moves every weight by about the learning rate and so the logits by about
-the number of features times it). A validation split stops each probe on
+the number of features times it). Probes on equally many features are stacked
+and trained as one batched matmul (figure 8's 129 probes: one ``baddbmm`` per
+batch instead of 129 small layers). A validation split stops each probe on
 its own (``patience`` epochs without a better validation loss); a stopped probe
 drops out of the loss, keeps its best weights, and once every probe of the
 deep points has stopped the forward pass ends earlier.
@@ -103,20 +105,31 @@ class Activations:
                 break
             budget -= size
             chosen.append(p)
+        # the cached points held as one (examples, points, features) block per feature count, so a
+        # batch is one gather of whole rows per block, not one per point (figure 8: 129 points, one)
+        self.blocks: dict[int, tuple[list[str], torch.Tensor]] = {}
         if chosen:
             parts = [capture(model, x[i:i + batch_size], {p: self.points[p] for p in chosen}, truncate)
                      for i in range(0, len(x), batch_size)]
-            self.cached = {p: torch.cat([b[p] for b in parts]) for p in chosen}
+            for f in dict.fromkeys(self.features[p] for p in chosen):
+                ps = [p for p in self.order if p in chosen and self.features[p] == f]
+                self.blocks[f] = (ps, torch.stack([torch.cat([b[p] for b in parts]) for p in ps], dim=1))
+        self.cached = {p: (f, i) for f, (ps, _) in self.blocks.items() for i, p in enumerate(ps)}
 
     @property
     def cache_bytes_used(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.cached.values())
+        return sum(t.numel() * t.element_size() for _, t in self.blocks.values())
 
     def batch(self, idx: torch.Tensor, points: list[str]) -> dict[str, torch.Tensor]:
         """Activations of the examples ``idx`` at ``points``."""
         streamed = {p: self.points[p] for p in points if p not in self.cached}
         out = capture(self.model, self.x[idx], streamed, self.truncate) if streamed else {}
-        out.update({p: self.cached[p][idx] for p in points if p in self.cached})
+        wanted_points = set(points)
+        wanted = {self.cached[p][0] for p in points if p in self.cached}
+        for f in wanted:
+            ps, block = self.blocks[f]
+            rows = block[idx]
+            out.update({p: rows[:, i] for i, p in enumerate(ps) if p in wanted_points})
         return out
 
 
@@ -130,6 +143,7 @@ class ProbeConfig:
     val_fraction: float = 1 / 6  # of the probe training set, as the notebook's validation_split
     cache_bytes: int = 0         # activations held in memory for the training set
     truncate: bool = True        # stop the frozen forward pass at the deepest point still needed
+    stack: bool = True           # probes on equally many features as one batched matmul (False: one each)
 
 
 def probe_lr(cfg: ProbeConfig, features: int) -> float:
@@ -139,21 +153,79 @@ def probe_lr(cfg: ProbeConfig, features: int) -> float:
     return cfg.lr * cfg.lr_features / features
 
 
+class _Probes(nn.Module):
+    """Every probe's weights and biases; with ``stack`` the probes on the same number of features
+    are one (probes, classes, features) tensor, so a batch is one ``baddbmm`` per feature count,
+    not one small matmul per probe (figure 8's 129 probes of 128 features: one). Each probe is
+    initialised as ``nn.Linear(features, classes)``, in ``order``, from the current RNG state, so
+    stacked or not, the probes start alike; Adam's update is per element, so they train alike."""
+
+    def __init__(self, features: dict[str, int], order: list[str], classes: int = 10, stack: bool = True):
+        super().__init__()
+        init = {p: nn.Linear(features[p], classes) for p in order}
+        groups: dict[str, list[str]] = {}
+        for p in order:
+            groups.setdefault(str(features[p]) if stack else p, []).append(p)
+        self.groups = groups
+        self.where = {p: (g, i) for g, ps in groups.items() for i, p in enumerate(ps)}
+        # (probes, classes, features): each probe's weight as nn.Linear holds it
+        self.weight = nn.ParameterDict({g: nn.Parameter(torch.stack([init[p].weight.detach() for p in ps]))
+                                        for g, ps in groups.items()})
+        self.bias = nn.ParameterDict({g: nn.Parameter(torch.stack([init[p].bias.detach() for p in ps]))
+                                      for g, ps in groups.items()})
+
+    def logits(self, acts: dict[str, torch.Tensor], points: list[str]) -> list[tuple[list[str], torch.Tensor]]:
+        """The logits of the probes at ``points`` on their activations ``acts``, one stack at a
+        time: ``[(its points, logits (points x batch x classes))]``."""
+        out = []
+        by_group: dict[str, list[str]] = {}
+        for p in points:
+            by_group.setdefault(self.where[p][0], []).append(p)
+        for g, ps in by_group.items():
+            w, b = self.weight[g], self.bias[g]
+            if len(ps) < len(self.groups[g]):  # some probes of the group have stopped
+                idx = torch.tensor([self.where[p][1] for p in ps], device=w.device)
+                w, b = w[idx], b[idx]
+            if len(ps) == 1:  # a probe alone: exactly nn.Linear's computation
+                out.append((ps, F.linear(acts[ps[0]], w[0], b[0]).unsqueeze(0)))
+            else:
+                a = torch.stack([acts[p] for p in ps])
+                out.append((ps, torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2))))
+        return out
+
+    def loss(self, acts: dict[str, torch.Tensor], points: list[str], y: torch.Tensor) -> torch.Tensor:
+        """The sum over the probes at ``points`` of each one's mean cross-entropy on ``y``."""
+        return sum(F.cross_entropy(logits.flatten(0, 1), y.repeat(len(ps))) * len(ps)
+                   for ps, logits in self.logits(acts, points))
+
+    def get(self, p: str) -> tuple[torch.Tensor, torch.Tensor]:
+        g, i = self.where[p]
+        return self.weight[g][i].detach().clone(), self.bias[g][i].detach().clone()
+
+    @torch.no_grad()
+    def put(self, p: str, state: tuple[torch.Tensor, torch.Tensor]) -> None:
+        g, i = self.where[p]
+        self.weight[g][i], self.bias[g][i] = state
+
+
 @torch.no_grad()
-def _errors(probes: nn.ModuleDict, acts: Activations, y: torch.Tensor, idx: torch.Tensor,
+def _errors(probes: _Probes, acts: Activations, y: torch.Tensor, idx: torch.Tensor,
             points: list[str], batch_size: int) -> dict[str, tuple[float, float]]:
     """``{point: (mean loss, error rate)}`` of the probes on the examples ``idx``."""
-    loss = {p: 0.0 for p in points}
-    wrong = {p: 0 for p in points}
+    loss, wrong = {}, {}  # per stack: tensors summed over the batches, read once at the end
     for i in range(0, len(idx), batch_size):
         b = idx[i:i + batch_size]
-        a = acts.batch(b, points)
-        for p in points:
-            logits = probes[p](a[p])
-            loss[p] += F.cross_entropy(logits, y[b], reduction="sum").item()
-            wrong[p] += (logits.argmax(1) != y[b]).sum().item()
+        for ps, logits in probes.logits(acts.batch(b, points), points):
+            key = tuple(ps)
+            per = F.cross_entropy(logits.transpose(1, 2), y[b].expand(len(ps), -1), reduction="none").sum(1)
+            miss = (logits.argmax(2) != y[b]).sum(1)
+            loss[key] = loss[key] + per if key in loss else per
+            wrong[key] = wrong[key] + miss if key in wrong else miss
     n = max(len(idx), 1)
-    return {p: (loss[p] / n, wrong[p] / n) for p in points}
+    out = {}
+    for key in loss:
+        out.update({p: (l_ / n, w_ / n) for p, l_, w_ in zip(key, loss[key].tolist(), wrong[key].tolist())})
+    return {p: out[p] for p in points}
 
 
 def train_probes(model: nn.Module, points: dict[str, str], train: Tensors, test: Tensors,
@@ -177,12 +249,14 @@ def train_probes(model: nn.Module, points: dict[str, str], train: Tensors, test:
     order = acts.order
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        probes = nn.ModuleDict({p: nn.Linear(acts.features[p], 10) for p in order}).to(device)
-    opt = torch.optim.Adam([{"params": probes[p].parameters(), "lr": probe_lr(cfg, acts.features[p])}
-                            for p in order])
+        probes = _Probes(acts.features, order, stack=cfg.stack).to(device)
+    # one parameter group per stack (its probes share a feature count, so a learning rate); a
+    # stopped probe drops out of the loss, and the weights it ends with are its best ones (below)
+    opt = torch.optim.Adam([{"params": [probes.weight[g], probes.bias[g]],
+                             "lr": probe_lr(cfg, acts.features[ps[0]])} for g, ps in probes.groups.items()])
     gen = torch.Generator(device=device).manual_seed(seed)
     best = {p: (math.inf, 0) for p in order}  # (val loss, epoch)
-    best_state = {p: {k: v.clone() for k, v in probes[p].state_dict().items()} for p in order}
+    best_state = {p: probes.get(p) for p in order}
     stale = {p: 0 for p in order}
     epochs = {p: 0 for p in order}
     diverged = {p: False for p in order}
@@ -194,9 +268,8 @@ def train_probes(model: nn.Module, points: dict[str, str], train: Tensors, test:
         perm = fit_idx[torch.randperm(len(fit_idx), generator=gen, device=device)]
         for i in range(0, len(perm), cfg.batch_size):
             b = perm[i:i + cfg.batch_size]
-            a = acts.batch(b, active)
-            loss = sum(F.cross_entropy(probes[p](a[p]), y[b]) for p in active)
-            opt.zero_grad(set_to_none=True)  # stopped probes get no gradient: Adam skips them
+            loss = probes.loss(acts.batch(b, active), active, y[b])
+            opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         val = _errors(probes, acts, y, val_idx, active, cfg.batch_size)
@@ -208,7 +281,7 @@ def train_probes(model: nn.Module, points: dict[str, str], train: Tensors, test:
                 active.remove(p)
             elif vloss < best[p][0]:
                 best[p] = (vloss, epoch)
-                best_state[p] = {k: v.clone() for k, v in probes[p].state_dict().items()}
+                best_state[p] = probes.get(p)
                 stale[p] = 0
             else:
                 stale[p] += 1
@@ -217,7 +290,7 @@ def train_probes(model: nn.Module, points: dict[str, str], train: Tensors, test:
         bar.set_postfix(active=len(active))
     bar.close()
     for p in order:
-        probes[p].load_state_dict(best_state[p])
+        probes.put(p, best_state[p])
     train_err = _errors(probes, acts, y, fit_idx, order, cfg.batch_size)
     val_err = _errors(probes, acts, y, val_idx, order, cfg.batch_size)
     test_acts = Activations(model, points, test.x, cfg.batch_size, 0, cfg.truncate)

@@ -103,12 +103,13 @@ def render_html(sections: list[Section], summary: dict) -> str:
     return "\n".join(parts)
 
 
-SUMMARY_COLUMNS = ("stage", "wall time (s)", "device", "CPU (torch capability)", "code commit")
+SUMMARY_COLUMNS = ("stage", "wall time (s)", "machine calibration at its start (fp32 matmul GFLOP/s, load)",
+                   "device", "CPU (torch capability)", "code commit")
 
 
 def _summary_rows(summary: dict) -> list[tuple[str, ...]]:
-    return [(st, "n/a" if w is None else f"{w:.0f}", dev, cpu, commit)
-            for st, w, dev, cpu, commit in summary["stages"]]
+    return [(st, "n/a" if w is None else f"{w:.0f}", cal, dev, cpu, commit)
+            for st, w, cal, dev, cpu, commit in summary["stages"]]
 
 
 def _summary_html(summary: dict) -> str:
@@ -176,6 +177,10 @@ def run_summary(reports: Path, stages: list[str]) -> dict:
     any_run = next((r for r in runs.values() if r), {})
     profiles = sorted({r.get("profile", "full") for r in runs.values() if r})
 
+    def calibration(r: dict) -> str:
+        c = r.get("calibration")
+        return "not recorded" if not c else f"{c['matmul_gflops']:g} GFLOP/s, load {c['load_average_1min']}"
+
     def cpu(r: dict) -> str:
         return f"{r['cpu']} ({r.get('torch_cpu_capability', '?')})" if r.get("cpu") else "?"
 
@@ -184,7 +189,7 @@ def run_summary(reports: Path, stages: list[str]) -> dict:
         return "?" if not c else c[:10] + ("+changes" if r.get("commit_dirty") else "")
     return {
         "profile": ", ".join(profiles) or "full",
-        "stages": [(st, r.get("wall_time_s"), r.get("device", "?"), cpu(r), commit(r))
+        "stages": [(st, r.get("wall_time_s"), calibration(r), r.get("device", "?"), cpu(r), commit(r))
                    for st, r in runs.items()],
         "total_s": sum(r.get("wall_time_s") or 0.0 for r in runs.values()),
         "versions": {k: any_run.get(k, "?") for k in ("python", "torch", "torchvision")},

@@ -126,6 +126,21 @@ def configure(p: params.Schema) -> dict:
             "deterministic_algorithms": gpu}
 
 
+def calibrate(seconds: float = 1.0, n: int = 512) -> dict:
+    """How fast this machine is right now: the fp32 GFLOP/s of repeated n x n matmuls over about
+    ``seconds``, at the threads the stage will use, and the load average. Stage times from different
+    machines, or from a loaded one, can then be told apart (the report shows both)."""
+    import torch
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b  # warm-up
+    done, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        a @ b
+        done += 1
+    return {"matmul_gflops": round(2 * n ** 3 * done / elapsed / 1e9, 1), "matmul_n": n,
+            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+
+
 def run_stage(name: str) -> None:
     schema, run = stage(name)
     out, models = stage_dirs(name)
@@ -134,13 +149,15 @@ def run_stage(name: str) -> None:
         print(f"{name}: {line}")
     p = schema.model_validate(eff["params"])
     runtime = configure(p)
+    calibration = calibrate()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     run(p, out, models)
     wall = time.perf_counter() - t0
     write_json(out / "run.json", {
         "stage": name, **eff, "wall_time_s": round(wall, 2),
-        "started": started.isoformat(timespec="seconds"), "runtime": runtime, **machine()})
+        "started": started.isoformat(timespec="seconds"), "runtime": runtime, "calibration": calibration,
+        **machine()})
     print(f"{name}: done in {wall:.0f} s")
 
 
