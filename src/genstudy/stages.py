@@ -131,7 +131,8 @@ def calibrate(seconds: float = 1.0, n: int = 512) -> dict:
     ``seconds``, at the threads the stage will use, and the load average. Stage times from different
     machines, or from a loaded one, can then be told apart (the report shows both)."""
     import torch
-    a, b = torch.rand(n, n), torch.rand(n, n)
+    g = torch.Generator().manual_seed(0)  # its own generator: the stage's random draws stay untouched
+    a, b = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g)
     a @ b  # warm-up
     done, t0 = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - t0) < seconds:

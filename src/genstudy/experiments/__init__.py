@@ -2,7 +2,7 @@
 
 Each folder holds two files: ``compute.py``, its ``Params`` schema and ``run(p, out, models)``
 that trains and writes its tables, curves, metrics and models (the DVC stage ``<name>``); and
-``present.py``, its figures (``draw(out)``) and its part of the report (``section(out, refs)``),
+``present.py``, its figures (``draw(out, refs)``) and its part of the report (``section(out, refs)``),
 drawn from those tables alone (the stage ``present-<name>``). The split is for DVC: a compute
 stage depends only on the code it runs, so a new sentence, threshold or figure style reruns
 presentation in seconds and never retrains a model. Modules are imported only when needed, so a
