@@ -17,7 +17,9 @@ only (``eval_epochs``), since on a small training set the test set costs more th
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Collection, Iterable, Literal, Sequence
 
 import torch
@@ -26,28 +28,39 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Tensors
-from .training import DIVERGE_FACTOR, RunResult, divergence
+from .training import DIVERGE_FACTOR, RunResult, divergence, make_optimizer
 
 StackCallback = Callable[[int, int, dict], None]  # (model index, epoch, metrics)
 ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.SELU, nn.Sigmoid, nn.Identity)
 
 
-def _layers(model: nn.Module) -> tuple[list[nn.Linear], list[nn.Module]]:
-    """The Linear layers and the activations between them of a plain MLP."""
-    linears, acts = [], []
+DROPOUT_TYPES = (nn.Dropout, nn.AlphaDropout)
+
+
+def _layers(model: nn.Module, dropout: bool = False
+            ) -> tuple[list[nn.Linear], list[nn.Module], list[nn.Module | None]]:
+    """The Linear layers, the activations between them and the dropout layer before each Linear
+    (None where there is none) of an MLP. Dropout layers are refused unless ``dropout``."""
+    linears, acts, drops = [], [], []
+    pending = None
     for m in model.children():
         if isinstance(m, nn.Linear):
             linears.append(m)
+            drops.append(pending)
+            pending = None
         elif isinstance(m, ACTIVATION_TYPES):
             if len(acts) != len(linears) - 1:
                 raise ValueError("stacking needs Linear and activation layers alternating")
             acts.append(m)
+        elif dropout and isinstance(m, DROPOUT_TYPES) and pending is None:
+            pending = m
         elif not isinstance(m, nn.Flatten):
-            raise ValueError(f"cannot stack a model with a {type(m).__name__} layer "
-                             "(plain MLPs only: Flatten, Linear, activations)")
-    if not linears or len(acts) != len(linears) - 1:
+            allowed = "Flatten, Linear, activations" + (", one dropout before each Linear" if dropout else "")
+            raise ValueError(f"cannot stack a model with a {type(m).__name__} layer here "
+                             f"(MLPs only: {allowed})")
+    if not linears or len(acts) != len(linears) - 1 or pending is not None:
         raise ValueError("stacking needs an MLP: Linear layers with an activation between each two")
-    return linears, acts
+    return linears, acts, drops
 
 
 def _activation_backward(act: nn.Module, z: torch.Tensor, h: torch.Tensor,
@@ -74,17 +87,21 @@ class StackedMLP:
     small batches than the (in, out) layout.
     """
 
-    def __init__(self, models: Sequence[nn.Module]):
-        layers = [_layers(m) for m in models]
-        shapes = {tuple(tuple(l.weight.shape) for l in ls) for ls, _ in layers}
+    def __init__(self, models: Sequence[nn.Module], dropout: bool = False):
+        layers = [_layers(m, dropout) for m in models]
+        shapes = {tuple(tuple(l.weight.shape) for l in ls) for ls, _, _ in layers}
         if len(shapes) != 1:
             raise ValueError(f"models of different shapes cannot be stacked: {shapes}")
-        self.activations = layers[0][1]
+        kinds = {tuple(type(a) for a in acts) + tuple((type(d), d.p) if d else None for d in drops)
+                 for _, acts, drops in layers}
+        if len(kinds) != 1:
+            raise ValueError("models with different activations or dropout cannot be stacked")
+        self.activations, self.dropouts = layers[0][1], layers[0][2]
         n_layers = len(layers[0][0])
         with torch.no_grad():
-            self.weights = [torch.stack([ls[i].weight for ls, _ in layers]).contiguous()
+            self.weights = [torch.stack([ls[i].weight for ls, _, _ in layers]).contiguous()
                             for i in range(n_layers)]
-            self.biases = [torch.stack([ls[i].bias for ls, _ in layers]).unsqueeze(1).contiguous()
+            self.biases = [torch.stack([ls[i].bias for ls, _, _ in layers]).unsqueeze(1).contiguous()
                            for i in range(n_layers)]
 
     @property
@@ -159,7 +176,7 @@ class StackedMLP:
     def write_back(self, k: int, model: nn.Module) -> None:
         """Copy the stacked weights of position ``k`` into ``model``'s layers."""
         with torch.no_grad():
-            for lin, w, b in zip(_layers(model)[0], self.weights, self.biases):
+            for lin, w, b in zip(_layers(model, dropout=True)[0], self.weights, self.biases):
                 lin.weight.copy_(w[k])
                 lin.bias.copy_(b[k, 0])
 
@@ -309,4 +326,208 @@ def _fit_one_stack(models, train, *, epochs, batch_size, lrs, seeds, momentum, e
         stack.write_back(pos, models[orig])
     for res in results:
         res.wall_time = wall / k_all
+    return results
+
+
+# --- Stacks trained by autograd with any optimizer, penalties, dropout and max-norm (E3) -------
+#
+# E3 trains the MLP 784-300-100-10 with Nadam at batch 32 in a dozen variants x seeds; a step of
+# one model is mostly per-step overhead (autograd, the optimizer's loop over six tensors). Here
+# K models take a step together: the forward pass as batched matmuls, autograd for the backward
+# (the sum of the members' losses gives each member its own gradient), and one optimizer over
+# the stacked tensors. Adam, Nadam and SGD are elementwise with one step count, so one optimizer
+# over stacked tensors is each member's own optimizer. Each member keeps what makes its run:
+# its seed's batch order, its dropout masks (drawn from its own copy of the global generator in
+# the order ``fit`` draws them), its L1/L2 strengths and its max-norm radius.
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model's settings in :func:`fit_stack_autograd`: what ``fit`` would get for it alone."""
+    seed: int            # batch order and dropout masks, as fit's ``seed``
+    l1: float = 0.0      # objectives.penalized(l1, l2): over every kernel, not biases
+    l2: float = 0.0
+    max_norm: float | None = None  # objectives.max_norm(radius) on every hidden layer
+
+
+def default_max_stack_autograd(model: nn.Module, device: torch.device) -> int | None:
+    """Models per stack for :func:`fit_stack_autograd`: None (all) on a GPU; on a CPU
+    :data:`AUTOGRAD_STACK` (measured by benchmarks/bench_regularization_stacked.py)."""
+    return None if device.type != "cpu" else AUTOGRAD_STACK
+
+
+AUTOGRAD_STACK = 6
+
+
+def fit_stack_autograd(models: Sequence[nn.Module], train: Tensors, *, epochs: int,
+                       batch_size: int, optimizer: str, lr: float, members: Sequence[Member],
+                       momentum: float = 0.0, eval_sets: dict[str, Tensors] | None = None,
+                       max_stack: int | Literal["auto"] | None = "auto", desc: str | None = None,
+                       progress: bool = True,
+                       diverge_factor: float | None = DIVERGE_FACTOR) -> list[RunResult]:
+    """Train ``models`` (same-shaped MLPs, the same activations and dropout) in place, together,
+    on cross-entropy plus each member's penalty, with ``optimizer`` (training.make_optimizer).
+
+    Model ``k`` gets the :class:`RunResult` that :func:`training.fit` gives it alone with
+    ``seed=members[k].seed``, ``objective=penalized(l1, l2)`` and a max-norm constraint on the
+    hidden layers (equal within float tolerance; ``wall_time``: its share of its stack's time).
+    Diverged models leave the stack. The models train in consecutive stacks of at most
+    ``max_stack`` (None: all in one; "auto": :func:`default_max_stack_autograd`); the results
+    do not depend on it.
+    """
+    if len(members) != len(models) or not models:
+        raise ValueError("fit_stack_autograd needs one member (seed, penalties) per model")
+    if max_stack == "auto":
+        max_stack = default_max_stack_autograd(models[0], train.x.device)
+    if max_stack is not None and max_stack < 1:
+        raise ValueError(f"max_stack must be at least 1 or None (got {max_stack})")
+    size = len(models) if max_stack is None else max_stack
+    results: list[RunResult] = []
+    for start in range(0, len(models), size):
+        part = slice(start, start + size)
+        results += _fit_autograd_stack(list(models[part]), train, list(members[part]),
+                                       epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                                       lr=lr, momentum=momentum, eval_sets=eval_sets or {},
+                                       desc=desc, progress=progress, diverge_factor=diverge_factor)
+    return results
+
+
+def _optimizer(params: list[torch.Tensor], name: str, lr: float, momentum: float):
+    """:func:`training.make_optimizer`'s optimizer, with its multi-tensor (foreach) update: the same
+    update up to float rounding; on the CPU Nadam's step over a stack of six E3 models took
+    12 ms instead of 38 ms (benchmarks/bench_regularization_stacked.py times the whole)."""
+    opt = make_optimizer(params, name, lr, momentum)
+    for group in opt.param_groups:
+        group["foreach"] = True
+    return opt
+
+
+class _AutogradStack:
+    """The trainable state of one stack: leaf tensors, optimizer, per-member settings and
+    generators; :meth:`keep` drops members (their optimizer state goes with them)."""
+
+    def __init__(self, models, members, optimizer, lr, momentum):
+        self.mlp = StackedMLP(models, dropout=True)
+        for t in self.mlp.params:
+            t.requires_grad_(True)
+        self.opt_args = (optimizer, lr, momentum)
+        self.opt = _optimizer(self.mlp.params, *self.opt_args)
+        dev = self.mlp.weights[0].device
+        self.l1 = torch.tensor([m.l1 for m in members], device=dev)
+        self.l2 = torch.tensor([m.l2 for m in members], device=dev)
+        radius = [m.max_norm if m.max_norm is not None else math.inf for m in members]
+        self.radius = torch.tensor(radius, device=dev).view(-1, 1)
+        self.penalized = (any(m.l1 for m in members), any(m.l2 for m in members))
+        self.constrained = any(m.max_norm is not None for m in members)
+        self.batch_gens = [torch.Generator(device=dev).manual_seed(m.seed) for m in members]
+        # fit seeds the global generator with its seed; dropout draws from it. Each member
+        # keeps that generator's state as its own (swapped in around its dropout draws).
+        self.rng_states = []
+        with torch.random.fork_rng(devices=[]):
+            for m in members:
+                torch.manual_seed(m.seed)
+                self.rng_states.append(torch.get_rng_state())
+
+    def _dropout(self, module: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        out = []
+        for k in range(h.shape[0]):
+            torch.set_rng_state(self.rng_states[k])
+            out.append(module(h[k]))
+            self.rng_states[k] = torch.get_rng_state()
+        return torch.stack(out)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step of every member on its batch; (per-member objective, logits)."""
+        mlp, h = self.mlp, x
+        dropout = any(d is not None for d in mlp.dropouts)
+        with torch.random.fork_rng(devices=[], enabled=dropout):  # the members' draws leave it as it was
+            for i, (w, b, drop) in enumerate(zip(mlp.weights, mlp.biases, mlp.dropouts)):
+                if drop is not None:
+                    h = self._dropout(drop, h)
+                h = torch.baddbmm(b, h, w.transpose(1, 2))
+                if i < len(mlp.activations):
+                    h = mlp.activations[i](h)
+        logits = h
+        loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
+        if self.penalized[0]:
+            loss = loss + self.l1 * sum(w.abs().sum((1, 2)) for w in mlp.weights)
+        if self.penalized[1]:
+            loss = loss + self.l2 * sum(w.square().sum((1, 2)) for w in mlp.weights)
+        self.opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        self.opt.step()
+        if self.constrained:
+            with torch.no_grad():
+                for w in mlp.weights[:-1]:  # the hidden layers' incoming weights
+                    norms = w.norm(dim=2)
+                    w.mul_(torch.where(norms > self.radius, self.radius / norms,
+                                       torch.ones_like(norms)).unsqueeze(-1))
+        return loss.detach(), logits.detach()
+
+    def keep(self, keep: list[int]) -> None:
+        idx = torch.tensor(keep, dtype=torch.long, device=self.l1.device)
+        old, state = self.mlp.params, self.opt.state
+        with torch.no_grad():
+            self.mlp.weights = [w[idx].requires_grad_(True) for w in self.mlp.weights]
+            self.mlp.biases = [b[idx].requires_grad_(True) for b in self.mlp.biases]
+        self.opt = _optimizer(self.mlp.params, *self.opt_args)
+        for p_old, p_new in zip(old, self.mlp.params):
+            self.opt.state[p_new] = {k: v[idx] if torch.is_tensor(v) and v.shape == p_old.shape else v
+                                     for k, v in state[p_old].items()}
+        self.l1, self.l2, self.radius = self.l1[idx], self.l2[idx], self.radius[idx]
+        self.batch_gens = [self.batch_gens[i] for i in keep]
+        self.rng_states = [self.rng_states[i] for i in keep]
+
+
+def _fit_autograd_stack(models, train, members, *, epochs, batch_size, optimizer, lr, momentum,
+                        eval_sets, desc, progress, diverge_factor) -> list[RunResult]:
+    device = train.x.device
+    stack = _AutogradStack(models, members, optimizer, lr, momentum)
+    active = list(range(len(models)))  # the original index of each stack position
+    x_all, y_all, n = train.x.flatten(1), train.y, len(train)
+    results = [RunResult() for _ in models]
+    start = time.perf_counter()
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, unit="ep")
+    for epoch in bar:
+        if not active:
+            break
+        t0 = time.perf_counter()
+        perms = torch.stack([torch.randperm(n, generator=g, device=device) for g in stack.batch_gens])
+        loss_sum = torch.zeros(len(active), device=device)
+        correct = torch.zeros(len(active), device=device, dtype=torch.long)
+        for i in range(0, n, batch_size):
+            idx = perms[:, i:i + batch_size]
+            yb = y_all[idx]
+            loss, logits = stack.step(x_all[idx], yb)
+            loss_sum += loss * idx.shape[1]
+            correct += (logits.argmax(-1) == yb).sum(1)
+        epoch_time = time.perf_counter() - t0
+        train_loss, train_acc = (loss_sum / n).tolist(), (correct / n).tolist()
+        reasons = [divergence(train_loss[pos], results[orig].first_loss, diverge_factor, epoch)
+                   for pos, orig in enumerate(active)]
+        evaluated = {name: [t.tolist() for t in evaluate_stack(stack.mlp, data)]
+                     for name, data in eval_sets.items()} if not all(reasons) else {}
+        for pos, orig in enumerate(active):
+            res = results[orig]
+            res.epoch_times.append(epoch_time / len(active))
+            if reasons[pos]:
+                res.diverged, res.diverged_epoch, res.diverged_reason = True, epoch, reasons[pos]
+                stack.mlp.write_back(pos, models[orig])  # its weights at divergence, as fit leaves them
+                continue
+            metrics = {"epoch": epoch, "train_loss": train_loss[pos], "train_acc": train_acc[pos]}
+            for name, (el, ea) in evaluated.items():
+                metrics[f"{name}_loss"], metrics[f"{name}_acc"] = el[pos], ea[pos]
+            metrics["time"] = epoch_time / len(active)
+            res.history.append(metrics)
+        if any(reasons):
+            keep = [pos for pos, r in enumerate(reasons) if not r]
+            stack.keep(keep)
+            active = [active[pos] for pos in keep]
+        bar.set_postfix(active=len(active))
+    bar.close()
+    wall = time.perf_counter() - start
+    for pos, orig in enumerate(active):
+        stack.mlp.write_back(pos, models[orig])
+    for res in results:
+        res.wall_time = wall / len(models)
     return results

@@ -6,6 +6,9 @@ same way. Every variant listed in ``variants`` is trained for each seed with
 its validation curve logged; an MC-dropout variant trains nothing: it
 evaluates the trained model of the variant it names (``mc_dropout_of``) with
 dropout active, averaging the class probabilities over ``mc_passes`` passes.
+Variants with one architecture (activation and dropout) train together, every
+seed and strength, as stacks (``stacked.fit_stack_autograd``): each model's
+run is the one ``training.fit`` gives it alone, to float rounding (a test).
 
 Columns of results.csv, per variant and seed: ``test_acc``, ``best_val_acc``
 (and its epoch), ``final_val_acc``, ``train_acc`` (eval mode, after the last

@@ -8,8 +8,8 @@ import torch
 from pydantic import Field, model_validator
 
 from genstudy import data, models, outputs, params, uncertainty
-from genstudy.objectives import max_norm, penalized
-from genstudy.training import evaluate, fit, make_optimizer
+from genstudy.stacked import Member, fit_stack_autograd
+from genstudy.training import evaluate
 
 # --- params -----------------------------------------------------------------------------------
 
@@ -102,21 +102,35 @@ def run(p: Params, out: Path, models_dir: Path) -> None:
     train, val, test = data.standardize(train, val, test)
     train, val = train.head(p.train_size).to(device), val.head(p.val_size).to(device)
     test = test.head(p.test_size).to(device)
-    hidden = [f"fc{i}" for i in range(1, len(p.sizes) - 1)]
     t = p.training
     rows, curves, entropies = [], [], []
     mc_variants = {n: p.definitions[n].mc_dropout_of for n in p.variants
                    if p.definitions[n].mc_dropout_of}
-    for name in (n for n in p.variants if n not in mc_variants):
+    trained = [n for n in p.variants if n not in mc_variants]
+    # Variants that differ only in penalties and max-norm share one architecture: their models
+    # (every seed, every strength) train together as stacks (stacked.fit_stack_autograd), each
+    # exactly the run fit would give it alone.
+    groups: dict[tuple, list[tuple[str, int]]] = {}
+    for name in trained:
+        v = p.definitions[name]
+        groups.setdefault((v.activation, v.dropout, v.alpha_dropout), []).extend(
+            (name, seed) for seed in p.seeds)
+    fitted = {}
+    for runs in groups.values():
+        stack = [models.seeded(seed, build, p.definitions[name], p.sizes).to(device)
+                 for name, seed in runs]
+        members = [Member(seed, p.definitions[name].l1, p.definitions[name].l2,
+                          p.definitions[name].max_norm) for name, seed in runs]
+        results = fit_stack_autograd(stack, train, epochs=t.epochs, batch_size=t.batch_size,
+                                     optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
+                                     members=members, eval_sets={"val": val},
+                                     desc=f"{runs[0][0]}.. ({len(runs)} models)")
+        fitted.update(zip(runs, zip(stack, results)))
+    for name in trained:
         v = p.definitions[name]
         for seed in p.seeds:
             tag = f"{name}_s{seed}"
-            model = models.seeded(seed, build, v, p.sizes).to(device)
-            res = fit(model, train, epochs=t.epochs, batch_size=t.batch_size,
-                      optimizer=make_optimizer(model.parameters(), t.optimizer, t.lr, t.momentum),
-                      seed=seed, objective=penalized(v.l1, v.l2),
-                      constraints=[max_norm(v.max_norm, hidden)] if v.max_norm else [],
-                      eval_sets={"val": val}, desc=tag)
+            model, res = fitted[name, seed]
             hist = pd.DataFrame(res.history)
             curves.append(hist.drop(columns="time", errors="ignore").assign(run=tag, variant=name, seed=seed))
             train_acc = evaluate(model, train)[1]
