@@ -4,12 +4,16 @@ E3's MLP 784-300-100-10, Nadam at batch 32, on the first ``--n`` Fashion-MNIST t
 one epoch (a pass over ``--n // 4`` test images after it, as the stage evaluates each epoch),
 in one process, alternating the ways so machine load affects them alike. Two groups, as the stage
 stacks them: ``penalties`` (ReLU, no dropout: L1/L2 strengths x seeds, the stage's 30 models)
-and ``dropout`` (SELU + AlphaDropout, max-norm on some: the per-member dropout draws cost most).
+and ``dropout`` (SELU + AlphaDropout, max-norm on some: the per-member dropout draws cost most);
+members cycle through seeds 0-2, and without input dropout a stack holds one seed (its members
+share their batches, so the first layer is one matmul).
 Prints the median seconds per member-epoch of each way and each stack size, the largest
-difference in validation accuracy between the ways (the same runs up to float rounding) and
-the ratios. The issue's target: >= 3x per member-epoch.
+difference in accuracy between the ways and the ratios. The runs are the same to float
+rounding at first (tests/test_stacked.py); over an epoch of hundreds of Nadam steps rounding
+differences grow, as between any two matmul kernels, to a few images in a thousand for some
+members. The issue's target: >= 3x per member-epoch.
 
-    python benchmarks/bench_regularization_stacked.py [--n 6400] [--members 6] [--stacks 3 6] [--repeats 2]
+    python benchmarks/bench_regularization_stacked.py [--n 6400] [--members 30] [--stacks 6 12] [--repeats 2]
 """
 
 import argparse
@@ -62,8 +66,8 @@ def stacked(group, ms, train, val, size):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=6400, help="training images (one epoch)")
-    ap.add_argument("--members", type=int, default=6, help="models per group")
-    ap.add_argument("--stacks", type=int, nargs="+", default=[3, 6], help="stack sizes to time")
+    ap.add_argument("--members", type=int, default=30, help="models per group")
+    ap.add_argument("--stacks", type=int, nargs="+", default=[6, 12], help="stack sizes to time")
     ap.add_argument("--groups", nargs="+", default=list(GROUPS))
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()

@@ -78,6 +78,19 @@ def _activation_backward(act: nn.Module, z: torch.Tensor, h: torch.Tensor,
     return dh  # nn.Identity
 
 
+def _stackable(models: Sequence[nn.Module], dropout: bool = False) -> list[tuple]:
+    """Each model's :func:`_layers`, or a ValueError if they cannot share a stack."""
+    layers = [_layers(m, dropout) for m in models]
+    shapes = {tuple(tuple(l.weight.shape) for l in ls) for ls, _, _ in layers}
+    if len(shapes) != 1:
+        raise ValueError(f"models of different shapes cannot be stacked: {shapes}")
+    kinds = {tuple(type(a) for a in acts) + tuple((type(d), d.p) if d else None for d in drops)
+             for _, acts, drops in layers}
+    if len(kinds) != 1:
+        raise ValueError("models with different activations or dropout cannot be stacked")
+    return layers
+
+
 class StackedMLP:
     """K same-shaped MLPs as stacked weights ``W[l]: (K, out, in)``, ``b[l]: (K, 1, out)``.
 
@@ -88,14 +101,7 @@ class StackedMLP:
     """
 
     def __init__(self, models: Sequence[nn.Module], dropout: bool = False):
-        layers = [_layers(m, dropout) for m in models]
-        shapes = {tuple(tuple(l.weight.shape) for l in ls) for ls, _, _ in layers}
-        if len(shapes) != 1:
-            raise ValueError(f"models of different shapes cannot be stacked: {shapes}")
-        kinds = {tuple(type(a) for a in acts) + tuple((type(d), d.p) if d else None for d in drops)
-                 for _, acts, drops in layers}
-        if len(kinds) != 1:
-            raise ValueError("models with different activations or dropout cannot be stacked")
+        layers = _stackable(models, dropout)
         self.activations, self.dropouts = layers[0][1], layers[0][2]
         n_layers = len(layers[0][0])
         with torch.no_grad():
@@ -356,7 +362,7 @@ def default_max_stack_autograd(model: nn.Module, device: torch.device) -> int | 
     return None if device.type != "cpu" else AUTOGRAD_STACK
 
 
-AUTOGRAD_STACK = 6
+AUTOGRAD_STACK = 12
 
 
 def fit_stack_autograd(models: Sequence[nn.Module], train: Tensors, *, epochs: int,
@@ -371,9 +377,9 @@ def fit_stack_autograd(models: Sequence[nn.Module], train: Tensors, *, epochs: i
     Model ``k`` gets the :class:`RunResult` that :func:`training.fit` gives it alone with
     ``seed=members[k].seed``, ``objective=penalized(l1, l2)`` and a max-norm constraint on the
     hidden layers (equal within float tolerance; ``wall_time``: its share of its stack's time).
-    Diverged models leave the stack. The models train in consecutive stacks of at most
-    ``max_stack`` (None: all in one; "auto": :func:`default_max_stack_autograd`); the results
-    do not depend on it.
+    Diverged models leave the stack. The models train in stacks of at most ``max_stack``
+    (None: no limit; "auto": :func:`default_max_stack_autograd`), one seed per stack unless the
+    input has dropout; the results do not depend on how they are stacked.
     """
     if len(members) != len(models) or not models:
         raise ValueError("fit_stack_autograd needs one member (seed, penalties) per model")
@@ -382,14 +388,25 @@ def fit_stack_autograd(models: Sequence[nn.Module], train: Tensors, *, epochs: i
     if max_stack is not None and max_stack < 1:
         raise ValueError(f"max_stack must be at least 1 or None (got {max_stack})")
     size = len(models) if max_stack is None else max_stack
-    results: list[RunResult] = []
-    for start in range(0, len(models), size):
-        part = slice(start, start + size)
-        results += _fit_autograd_stack(list(models[part]), train, list(members[part]),
-                                       epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                                       lr=lr, momentum=momentum, eval_sets=eval_sets or {},
-                                       desc=desc, progress=progress, diverge_factor=diverge_factor)
-    return results
+    # Without dropout on the input, members of one seed see the same batches: stacked together,
+    # their first layer (most of the work) is one matmul against their weights side by side.
+    input_dropout = _stackable(models, dropout=True)[0][2][0] is not None
+    order = sorted(range(len(models)), key=lambda k: (0 if input_dropout else members[k].seed, k))
+    parts, run = [], []
+    for k in order:
+        if run and (len(run) == size or (not input_dropout and members[k].seed != members[run[0]].seed)):
+            parts.append(run)
+            run = []
+        run.append(k)
+    parts.append(run)
+    results: dict[int, RunResult] = {}
+    for part in parts:
+        out = _fit_autograd_stack([models[k] for k in part], train, [members[k] for k in part],
+                                  epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                                  lr=lr, momentum=momentum, eval_sets=eval_sets or {},
+                                  desc=desc, progress=progress, diverge_factor=diverge_factor)
+        results.update(zip(part, out))
+    return [results[k] for k in range(len(models))]
 
 
 def _optimizer(params: list[torch.Tensor], name: str, lr: float, momentum: float):
@@ -420,6 +437,8 @@ class _AutogradStack:
         self.penalized = (any(m.l1 for m in members), any(m.l2 for m in members))
         self.constrained = any(m.max_norm is not None for m in members)
         self.batch_gens = [torch.Generator(device=dev).manual_seed(m.seed) for m in members]
+        # one seed and no input dropout: one batch for all, one matmul for the first layer
+        self.shared = len({m.seed for m in members}) == 1 and self.mlp.dropouts[0] is None
         # fit seeds the global generator with its seed; dropout draws from it. Each member
         # keeps that generator's state as its own (swapped in around its dropout draws).
         self.rng_states = []
@@ -444,10 +463,16 @@ class _AutogradStack:
             for i, (w, b, drop) in enumerate(zip(mlp.weights, mlp.biases, mlp.dropouts)):
                 if drop is not None:
                     h = self._dropout(drop, h)
-                h = torch.baddbmm(b, h, w.transpose(1, 2))
+                if h.dim() == 2:  # a batch (B, in) shared by all members
+                    k, d_out, d_in = w.shape
+                    h = (h @ w.view(k * d_out, d_in).t()).view(len(h), k, d_out).transpose(0, 1) + b
+                else:
+                    h = torch.baddbmm(b, h, w.transpose(1, 2))
                 if i < len(mlp.activations):
                     h = mlp.activations[i](h)
         logits = h
+        if y.dim() == 1:
+            y = y.expand(logits.shape[0], -1)
         loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
         if self.penalized[0]:
             loss = loss + self.l1 * sum(w.abs().sum((1, 2)) for w in mlp.weights)
@@ -493,14 +518,16 @@ def _fit_autograd_stack(models, train, members, *, epochs, batch_size, optimizer
             break
         t0 = time.perf_counter()
         perms = torch.stack([torch.randperm(n, generator=g, device=device) for g in stack.batch_gens])
+        if stack.shared:
+            perms = perms[0]
         loss_sum = torch.zeros(len(active), device=device)
         correct = torch.zeros(len(active), device=device, dtype=torch.long)
         for i in range(0, n, batch_size):
-            idx = perms[:, i:i + batch_size]
+            idx = perms[..., i:i + batch_size]
             yb = y_all[idx]
             loss, logits = stack.step(x_all[idx], yb)
-            loss_sum += loss * idx.shape[1]
-            correct += (logits.argmax(-1) == yb).sum(1)
+            loss_sum += loss * idx.shape[-1]
+            correct += (logits.argmax(-1) == yb).sum(-1)
         epoch_time = time.perf_counter() - t0
         train_loss, train_acc = (loss_sum / n).tolist(), (correct / n).tolist()
         reasons = [divergence(train_loss[pos], results[orig].first_loss, diverge_factor, epoch)
