@@ -11,7 +11,7 @@ committed file (git HEAD):
   the same bytes;
 - on any other machine, within the tolerance the stage recorded for each metric
   (reports/<stage>/tolerance.json: four times the sd of a rerun's difference, from the metric's
-  spread over seeds). Another CPU's kernels round differently, so each training is another
+  spread over seeds; a count, at least 4 sqrt(2): see `differences`). Another CPU's kernels round differently, so each training is another
   draw, and the study reproduces there statistically, not to the bit.
 Exits 1 naming what differs.
 """
@@ -19,6 +19,7 @@ Exits 1 naming what differs.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,21 @@ def committed(path: str) -> dict:
     return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
 
-def differences(old: dict, new: dict, tolerance: dict | None) -> list[str]:
-    """What differs: exactly when ``tolerance`` is None, else beyond each metric's tolerance."""
+def count_floor(a, b, z: float) -> float:
+    """The least tolerance of a count (``differences``): ``z * sqrt(2)``; 0 for other metrics."""
+    counts = all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b))
+    return z * math.sqrt(2) if counts else 0.0
+
+
+def differences(old: dict, new: dict, tolerance: dict | None, z: float = 4.0) -> list[str]:
+    """What differs: exactly when ``tolerance`` is None, else beyond each metric's tolerance.
+
+    A count (an integer in both files: models fitted, runs diverged, summed over the seeds) may
+    also move by ``z * sqrt(2)``: its per-seed spread cannot be estimated below one unit in one
+    seed (sd 1/sqrt(n) over n seeds), which for a sum over n seeds makes the sd of two runs'
+    difference sqrt(2). Seeds that all gave the same count record a tolerance of ~0 (margins'
+    models_fitted: 13, 13, 13), and a rerun on another CPU, where one of 48 models lands on the
+    other side of the fit criterion, is then no evidence against the committed run."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
@@ -41,9 +55,9 @@ def differences(old: dict, new: dict, tolerance: dict | None) -> list[str]:
                 out.append(f"{key}: committed {a}, now {b}")
         elif key not in tolerance:
             out.append(f"{key}: no tolerance recorded for it (committed {a}, now {b})")
-        elif abs(b - a) > tolerance[key]:
+        elif abs(b - a) > max(tolerance[key], count_floor(a, b, z)):
             out.append(f"{key}: committed {a:.6g}, now {b:.6g} (differs by {b - a:+.3g}, "
-                       f"tolerance {tolerance[key]:.3g})")
+                       f"tolerance {max(tolerance[key], count_floor(a, b, z)):.3g})")
     return out
 
 
@@ -60,8 +74,10 @@ def main(stages: list[str]) -> int:
         if same:
             diff, how = differences(old, new, None), "exactly (the machine that made them)"
         else:
-            tol = committed(f"reports/{stage}/tolerance.json").get("tolerance")
-            diff = differences(old, new, tol) if tol else ["no tolerance committed for this stage"]
+            recorded = committed(f"reports/{stage}/tolerance.json")
+            tol = recorded.get("tolerance")
+            diff = (differences(old, new, tol, recorded.get("z", 4.0)) if tol
+                    else ["no tolerance committed for this stage"])
             was = ", ".join(f"{k} {old_run.get(k)}" for k in MACHINE)
             how = f"within the recorded seed-spread tolerances (made on: {was}; here: {where})"
         if diff:

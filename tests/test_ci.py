@@ -46,6 +46,21 @@ def test_metrics_compare_exactly_on_the_same_machine_and_within_tolerance_elsewh
     assert reproduce.differences(old, new, {"acc": 0.02}) == ["n: no tolerance recorded for it (committed 38, now 39)"]
 
 
+def test_a_count_whose_seeds_all_agreed_may_still_move_by_the_resolution_of_one_seed():
+    # margins' models_fitted: 13, 13, 13 per seed recorded a tolerance of 0.039 (sd 0); on another
+    # CPU one model of 48 missed the fit criterion: 39 -> 38 is one unit in one seed
+    tol = {"models_fitted": 0.0391, "margin": 0.11}
+    assert reproduce.differences({"models_fitted": 39}, {"models_fitted": 38}, tol) == []
+    assert reproduce.differences({"models_fitted": 39}, {"models_fitted": 33}, tol) == [
+        "models_fitted: committed 39, now 33 (differs by -6, tolerance 5.66)"]
+    # the floor is for counts only: a float metric keeps its recorded tolerance
+    assert reproduce.differences({"margin": 0.5}, {"margin": 0.65}, tol) == [
+        "margin: committed 0.5, now 0.65 (differs by +0.15, tolerance 0.11)"]
+    # and z scales it
+    assert reproduce.differences({"models_fitted": 39}, {"models_fitted": 36}, tol, z=2.0) == [
+        "models_fitted: committed 39, now 36 (differs by -3, tolerance 2.83)"]
+
+
 locked = _load("locked")
 
 
