@@ -11,8 +11,9 @@ committed file (git HEAD):
   the same bytes;
 - on any other machine, within the tolerance the stage recorded for each metric
   (reports/<stage>/tolerance.json: four times the sd of a rerun's difference, from the metric's
-  spread over seeds; a count, at least 4 sqrt(2): see `differences`). Another CPU's kernels round differently, so each training is another
-  draw, and the study reproduces there statistically, not to the bit.
+  spread over seeds; a count, at least 4 sqrt(2): see `differences`). Another CPU's kernels
+  round differently, so each training is another draw, and the study reproduces there
+  statistically, not to the bit.
 Exits 1 naming what differs.
 """
 
@@ -55,9 +56,9 @@ def differences(old: dict, new: dict, tolerance: dict | None, z: float = 4.0) ->
                 out.append(f"{key}: committed {a}, now {b}")
         elif key not in tolerance:
             out.append(f"{key}: no tolerance recorded for it (committed {a}, now {b})")
-        elif abs(b - a) > max(tolerance[key], count_floor(a, b, z)):
+        elif abs(b - a) > (tol := max(tolerance[key], count_floor(a, b, z))):
             out.append(f"{key}: committed {a:.6g}, now {b:.6g} (differs by {b - a:+.3g}, "
-                       f"tolerance {max(tolerance[key], count_floor(a, b, z)):.3g})")
+                       f"tolerance {tol:.3g})")
     return out
 
 
